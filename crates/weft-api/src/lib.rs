@@ -1,0 +1,3 @@
+//! weft's resource model.
+pub mod duration;
+pub mod quantity;

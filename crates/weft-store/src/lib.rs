@@ -1,0 +1,15 @@
+//! weft's revisioned key-value store: the contract every other part relies on to keep state
+//! and learn about change.
+//!
+//! Start with [`Store`]: one global revision that grows by one per committed write (etcd
+//! semantics), compare-and-swap on a key's `mod_revision`, all-or-nothing transactions, and
+//! watches that resume exactly from any revision still in the history. [`embedded::Embedded`]
+//! implements it on a redb file with group commit; an etcd backend comes with clustering.
+//!
+//! Keys are UTF-8 strings laid out by the api server as `/registry/{plural}/{ns}/{name}`;
+//! values are opaque bytes (JSON).
+
+pub mod embedded;
+mod types;
+
+pub use types::*;

@@ -1,0 +1,1 @@
+//! RPC governance algorithms (pure code over an injected clock).
