@@ -1,1 +1,433 @@
-//! weft api client.
+//! A client for weft's api.
+//!
+//! [`Client`] makes typed requests (`get`, `list`, `put`, `delete`, `apply`) and opens watch
+//! streams (push) and long-polls (pull). [`watcher::watcher`] builds on both to give a stream
+//! that never misses a change: it lists, watches, resumes from the last revision when a stream
+//! breaks, re-lists on 410 Gone, and falls back to long-polling when streaming does not work
+//! (a proxy that buffers, say). Errors are [`ClientError`]s that say what to do.
+
+pub mod watcher;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use weft_api::selector::Selector;
+use weft_api::wire::{
+    ApplyResponse, CreatedToken, KindList, ObjectList, PollResponse, Role, TokenInfo, TokenRequest,
+    WatchEvent,
+};
+use weft_api::{ApiError, ErrorCode, KindInfo, Resource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made: the server is down or the address is wrong.
+    #[error("cannot reach the weft server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The server answered with an error.
+    #[error("{0}")]
+    Api(ApiError),
+    /// The server's answer could not be read.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+    #[error("the server did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("invalid server address {0:?}: use a URL such as http://127.0.0.1:7070")]
+    InvalidUrl(String),
+}
+
+impl ClientError {
+    /// The api error code, when the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some(ErrorCode::NotFound)
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A stream of watch events.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
+
+/// Where an object or collection is.
+pub fn path(kind: &KindInfo, namespace: Option<&str>, name: Option<&str>) -> String {
+    let mut p = match (kind.namespaced, namespace) {
+        (true, Some(ns)) => format!("/api/v1/namespaces/{ns}/{}", kind.plural),
+        _ => format!("/api/v1/{}", kind.plural),
+    };
+    if let Some(n) = name {
+        p.push('/');
+        p.push_str(n);
+    }
+    p
+}
+
+fn encode_query(pairs: &[(&str, String)]) -> String {
+    let mut q = String::new();
+    for (k, v) in pairs {
+        q.push(if q.is_empty() { '?' } else { '&' });
+        q.push_str(k);
+        q.push('=');
+        for b in v.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                q.push(b as char);
+            } else {
+                q.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    q
+}
+
+/// A handle on one api server. Cheap to clone; connections are pooled.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(base: &str, token: Option<String>) -> Result<Client> {
+        let base = base.trim_end_matches('/').to_string();
+        let uri: Uri = base.parse().map_err(|_| ClientError::InvalidUrl(base.clone()))?;
+        match uri.scheme_str() {
+            Some("http") if uri.host().is_some() => {}
+            Some("https") => {
+                return Err(ClientError::InvalidUrl(format!("{base} (https is not supported yet)")));
+            }
+            _ => return Err(ClientError::InvalidUrl(base)),
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Client { base, token, http, timeout: Duration::from_secs(30) })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Per-request timeout for ordinary calls (not watches or polls).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    fn request(&self, method: Method, path_and_query: &str, body: Option<(Bytes, &str)>) -> Result<Request<Full<Bytes>>> {
+        let mut b = Request::builder().method(method).uri(format!("{}{path_and_query}", self.base));
+        if let Some(t) = &self.token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some((bytes, ct)) => {
+                b = b.header(header::CONTENT_TYPE, ct);
+                Full::new(bytes)
+            }
+            None => Full::new(Bytes::new()),
+        };
+        b.body(body).map_err(|e| ClientError::Protocol(format!("building request: {e}")))
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.http.request(req).await.map_err(|e| {
+            use std::error::Error as _;
+            let mut reason = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                reason = s.to_string();
+                source = s.source();
+            }
+            ClientError::Unreachable { url: self.base.clone(), reason }
+        })
+    }
+
+    /// Sends a request and reads the whole answer; non-2xx answers become `ClientError::Api`.
+    pub async fn call(&self, method: Method, path_and_query: &str, body: Option<(Bytes, &str)>) -> Result<(StatusCode, Bytes)> {
+        let req = self.request(method, path_and_query, body)?;
+        let fut = async {
+            let resp = self.send(req).await?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        };
+        let (status, bytes) =
+            tokio::time::timeout(self.timeout, fut).await.map_err(|_| ClientError::Timeout(self.timeout))??;
+        if status.is_success() {
+            Ok((status, bytes))
+        } else {
+            Err(api_error(status, &bytes))
+        }
+    }
+
+    async fn call_json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<(Bytes, &str)>) -> Result<T> {
+        let (_, bytes) = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("decoding the answer: {e}")))
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<()> {
+        self.call(Method::GET, "/healthz", None).await.map(|_| ())
+    }
+
+    // ---- untyped ------------------------------------------------------------------------
+
+    pub async fn get_value(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Result<Value> {
+        self.call_json(Method::GET, &path(kind, namespace, Some(name)), None).await
+    }
+
+    pub async fn list_value(&self, kind: &KindInfo, namespace: Option<&str>, selector: Option<&Selector>) -> Result<ObjectList> {
+        let mut q = Vec::new();
+        if let Some(s) = selector.filter(|s| !s.is_everything()) {
+            q.push(("labelSelector", s.to_string()));
+        }
+        self.call_json(Method::GET, &format!("{}{}", path(kind, namespace, None), encode_query(&q)), None).await
+    }
+
+    /// Creates or replaces an object (its kind, namespace and name come from the object).
+    pub async fn put_value(&self, value: &Value, status: bool) -> Result<Value> {
+        let kind = weft_api::kinds::kind_of(value).map_err(ClientError::Api)?;
+        let meta = &value["metadata"];
+        let name = meta["name"].as_str().ok_or_else(|| ClientError::Api(ApiError::invalid("metadata.name", "is required")))?;
+        let ns = kind.namespaced.then(|| meta["namespace"].as_str().unwrap_or(weft_api::DEFAULT_NAMESPACE));
+        let mut p = path(kind, ns, Some(name));
+        if status {
+            p.push_str("/status");
+        }
+        let body = Bytes::from(serde_json::to_vec(value).map_err(|e| ClientError::Protocol(e.to_string()))?);
+        self.call_json(Method::PUT, &p, Some((body, "application/json"))).await
+    }
+
+    pub async fn delete_value(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Result<Value> {
+        self.call_json(Method::DELETE, &path(kind, namespace, Some(name)), None).await
+    }
+
+    /// `POST /api/v1/apply`: every object or none.
+    pub async fn apply(&self, objects: &[Value], namespace: Option<&str>, dry_run: bool) -> Result<ApplyResponse> {
+        let mut q = Vec::new();
+        if let Some(ns) = namespace {
+            q.push(("namespace", ns.to_string()));
+        }
+        if dry_run {
+            q.push(("dryRun", "true".to_string()));
+        }
+        let body = Bytes::from(serde_json::to_vec(objects).map_err(|e| ClientError::Protocol(e.to_string()))?);
+        self.call_json(Method::POST, &format!("/api/v1/apply{}", encode_query(&q)), Some((body, "application/json")))
+            .await
+    }
+
+    pub async fn kinds(&self) -> Result<KindList> {
+        self.call_json(Method::GET, "/api/v1/kinds", None).await
+    }
+
+    // ---- typed --------------------------------------------------------------------------
+
+    pub async fn get<T: Resource>(&self, namespace: Option<&str>, name: &str) -> Result<T> {
+        self.call_json(Method::GET, &path(T::info(), namespace, Some(name)), None).await
+    }
+
+    /// Every object of a kind (in one namespace, or all), with the list's revision.
+    pub async fn list<T: Resource>(&self, namespace: Option<&str>, selector: Option<&Selector>) -> Result<(Vec<T>, u64)> {
+        let list = self.list_value(T::info(), namespace, selector).await?;
+        let revision = list.metadata.resource_version.parse().unwrap_or(0);
+        let items = list
+            .items
+            .into_iter()
+            .map(|v| serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("decoding a {}: {e}", T::KIND))))
+            .collect::<Result<_>>()?;
+        Ok((items, revision))
+    }
+
+    pub async fn put<T: Resource + Serialize>(&self, object: &T) -> Result<T> {
+        let value = serde_json::to_value(object).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let out = self.put_value(&value, false).await?;
+        serde_json::from_value(out).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub async fn put_status<T: Resource + Serialize>(&self, object: &T) -> Result<T> {
+        let value = serde_json::to_value(object).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let out = self.put_value(&value, true).await?;
+        serde_json::from_value(out).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub async fn delete<T: Resource>(&self, namespace: Option<&str>, name: &str) -> Result<Value> {
+        self.delete_value(T::info(), namespace, name).await
+    }
+
+    // ---- notify -------------------------------------------------------------------------
+
+    /// Opens a watch stream (push). With `after`, events after that revision; without, the
+    /// current objects as ADDED events, a BOOKMARK, then changes.
+    pub async fn watch(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        name: Option<&str>,
+        selector: Option<&Selector>,
+        after: Option<u64>,
+    ) -> Result<EventStream> {
+        let mut q = vec![("watch", "true".to_string())];
+        if let Some(a) = after {
+            q.push(("resourceVersion", a.to_string()));
+        }
+        if let Some(s) = selector.filter(|s| !s.is_everything()) {
+            q.push(("labelSelector", s.to_string()));
+        }
+        let req = self.request(Method::GET, &format!("{}{}", path(kind, namespace, name), encode_query(&q)), None)?;
+        let resp = tokio::time::timeout(self.timeout, self.send(req))
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(Box::pin(lines(resp.into_body())))
+    }
+
+    /// One long-poll (pull): events after `after`, waiting up to `wait` for the first.
+    pub async fn poll(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        selector: Option<&Selector>,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<PollResponse> {
+        let mut q = vec![("wait", format!("{}ms", wait.as_millis()))];
+        if let Some(a) = after {
+            q.push(("resourceVersion", a.to_string()));
+        }
+        if let Some(s) = selector.filter(|s| !s.is_everything()) {
+            q.push(("labelSelector", s.to_string()));
+        }
+        let client = self.clone().with_timeout(wait + self.timeout);
+        client.call_json(Method::GET, &format!("{}{}", path(kind, namespace, None), encode_query(&q)), None).await
+    }
+
+    // ---- tokens -------------------------------------------------------------------------
+
+    pub async fn create_token(&self, role: Role, ttl: Option<weft_api::duration::Duration>, description: &str) -> Result<CreatedToken> {
+        let req = TokenRequest { role, ttl, description: description.to_string() };
+        let body = Bytes::from(serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?);
+        self.call_json(Method::POST, "/api/v1/tokens", Some((body, "application/json"))).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        self.call_json(Method::GET, "/api/v1/tokens", None).await
+    }
+
+    pub async fn revoke_token(&self, id_or_token: &str) -> Result<TokenInfo> {
+        self.call_json(Method::DELETE, &format!("/api/v1/tokens/{id_or_token}"), None).await
+    }
+}
+
+/// The error body of a failed answer, or a stand-in when it has none.
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => ClientError::Api(e),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            let message = if text.is_empty() {
+                format!("the server answered {status}")
+            } else {
+                format!("the server answered {status}: {}", text.chars().take(200).collect::<String>())
+            };
+            ClientError::Api(ApiError::new(ErrorCode::from_status(status.as_u16()), message))
+        }
+    }
+}
+
+/// Splits a streamed body into NDJSON watch events.
+fn lines(body: hyper::body::Incoming) -> impl Stream<Item = Result<WatchEvent>> + Send {
+    let frames = http_body_util::BodyStream::new(body);
+    futures::stream::unfold((frames, BytesMut::new(), false), |(mut frames, mut buf, mut done)| async move {
+        loop {
+            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line = buf.split_to(pos + 1);
+                let line = &line[..line.len() - 1];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let item = serde_json::from_slice::<WatchEvent>(line)
+                    .map_err(|e| ClientError::Protocol(format!("bad watch event: {e}")));
+                return Some((item, (frames, buf, done)));
+            }
+            if done {
+                return None;
+            }
+            match frames.next().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    done = true;
+                    buf.clear();
+                    return Some((Err(ClientError::Protocol(format!("watch stream broke: {e}"))), (frames, buf, done)));
+                }
+                None => {
+                    done = true;
+                    if buf.is_empty() {
+                        return None;
+                    }
+                    buf.extend_from_slice(b"\n");
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries() {
+        let k = &weft_api::kinds::DEPLOYMENT;
+        assert_eq!(path(k, Some("default"), Some("web")), "/api/v1/namespaces/default/deployments/web");
+        assert_eq!(path(k, None, None), "/api/v1/deployments");
+        assert_eq!(path(&weft_api::kinds::NODE, Some("x"), Some("n1")), "/api/v1/nodes/n1");
+        assert_eq!(encode_query(&[("labelSelector", "app=web,x in (a)".into())]), "?labelSelector=app%3Dweb%2Cx%20in%20%28a%29");
+    }
+
+    #[test]
+    fn bad_urls() {
+        assert!(matches!(Client::new("localhost:7070", None), Err(ClientError::InvalidUrl(_))));
+        assert!(Client::new("http://127.0.0.1:7070/", None).is_ok());
+    }
+}

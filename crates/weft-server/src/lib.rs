@@ -1,1 +1,120 @@
-//! weft api server.
+//! weft's api server: the declarative api over HTTP (REST, watch push, long-poll pull),
+//! bearer-token auth with roles, admission (defaults + validation from `weft-api`), and a watch
+//! cache so that many watchers cost one store watch.
+//!
+//! Start with [`Server::start`] over any [`weft_store::Store`], then [`Server::serve`] on a
+//! listener. [`http`] holds the routes, [`objects`] the api semantics (usable in-process by
+//! controllers), [`watch`] and [`cache`] the notify paths, [`auth`] tokens and roles.
+
+pub mod auth;
+pub mod cache;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod objects;
+pub mod openapi;
+pub mod state;
+pub mod stored;
+pub mod watch;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use weft_store::Store;
+
+pub use state::{AppState, Limits};
+
+/// A running api server's shared parts, ready to serve.
+pub struct Server {
+    state: Arc<AppState>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    compactor: JoinHandle<()>,
+}
+
+impl Server {
+    /// Loads tokens, fills the watch cache from the store and starts compaction.
+    pub async fn start(store: Arc<dyn Store>, limits: Limits) -> Result<Server, error::Error> {
+        let auth = auth::Auth::start(store.clone()).await?;
+        let cache = cache::WatchCache::start(store.clone(), limits.history).await?;
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let compactor = tokio::spawn(compact_forever(store.clone(), limits.history as u64));
+        let state = Arc::new(AppState {
+            store,
+            auth,
+            cache,
+            metrics: Arc::new(metrics::Metrics::new()),
+            limits,
+            shutdown: shutdown_rx,
+        });
+        Ok(Server { state, shutdown, compactor })
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Makes sure `<data_dir>/admin.token` holds a working admin token; returns it.
+    pub async fn ensure_admin_token(&self, data_dir: &Path) -> Result<String, error::Error> {
+        self.state.auth.ensure_admin_token(data_dir).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting, ends watch streams and waits up to
+    /// `grace` for requests in flight.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let shutdown = self.shutdown.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let graceful = async move {
+            signal.await;
+            let _ = shutdown.send(true);
+            let _ = done_tx.send(());
+        };
+        let server = axum::serve(listener, router).with_graceful_shutdown(graceful);
+        let result = tokio::select! {
+            r = server => r,
+            _ = async {
+                let _ = done_rx.await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("requests still in flight after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        self.compactor.abort();
+        result
+    }
+}
+
+/// Keeps the store's history to about `keep` revisions, so it does not grow without end.
+async fn compact_forever(store: Arc<dyn Store>, keep: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let (Ok(current), Ok(compacted)) = (store.current_revision().await, store.compacted_revision().await)
+        else {
+            continue;
+        };
+        // A little slack so that steady writes do not cause a compaction every tick.
+        if current > compacted + keep + keep / 10 {
+            let to = current - keep;
+            match store.compact(to).await {
+                Ok(()) => tracing::debug!(revision = to, "compacted store history"),
+                Err(e) => tracing::warn!(error = %e, "compaction failed"),
+            }
+        }
+    }
+}

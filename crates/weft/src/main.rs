@@ -1,23 +1,107 @@
 //! The `weft` binary: every role of the platform behind one command.
+//!
+//! Subcommands live in [`cmd`]; [`connect`] finds the server and token; [`exit`] maps errors to
+//! the exit codes scripts rely on; [`output`] prints tables, YAML and JSON.
+
+mod cmd;
+mod connect;
+mod exit;
+mod manifest;
+mod output;
+
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
+use crate::connect::Connection;
+
+const ABOUT: &str = "weft: a cloud-native runtime in one binary";
+const LONG_ABOUT: &str = "weft: a cloud-native runtime in one binary.\n\n\
+Declare deployments, services and autoscalers in Kubernetes-shaped YAML; weft runs them as\n\
+processes with sidecars that balance, retry, limit and report.";
+const EXAMPLES: &str = "Getting started:\n  weft server                      run the api server (state in ~/.weft)\n  weft apply -f app.yaml           create or update objects\n  weft get deploy -w               list deployments and follow changes\n  weft describe svc catalog        everything about one object\n  weft token create --role viewer  a token for someone else\n\nServer and token come from --server/WEFT_SERVER and --token/WEFT_TOKEN, or from what a\nlocal server wrote in its data dir (--data-dir/WEFT_DATA_DIR, default ~/.weft).\n\nExit codes: 0 ok, 1 failure, 64 bad usage or configuration, 69 server unreachable.";
+
 #[derive(Parser)]
-#[command(name = "weft", version, about = "weft: a cloud-native runtime in one binary")]
+#[command(name = "weft", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
 struct Cli {
+    #[command(flatten)]
+    conn: Connection,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the sidecar proxy (or a plain reverse proxy with --upstream).
+    /// Run the api server on an embedded store
+    Server(cmd::server::ServerArgs),
+    /// Create or update objects from manifests (all or nothing)
+    Apply(cmd::apply::ApplyArgs),
+    /// List objects, or show one (-o yaml|json|wide|name, -w to follow)
+    Get(cmd::get::GetArgs),
+    /// Show one object in detail, with its status and conditions
+    Describe(cmd::describe::DescribeArgs),
+    /// Delete objects by name or by manifest
+    Delete(cmd::delete::DeleteArgs),
+    /// Create, list and revoke api tokens
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
+    /// Run the sidecar proxy (or a plain reverse proxy with --upstream)
     Proxy(weft_proxy::ProxyArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let rt = tokio::runtime::Runtime::new()?;
-    match cli.command {
-        Command::Proxy(args) => rt.block_on(weft_proxy::run(args)),
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => exit::USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(&cli.command);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        let conn = &cli.conn;
+        match cli.command {
+            Command::Server(args) => cmd::server::run(conn, args).await,
+            Command::Apply(args) => cmd::apply::run(conn, args).await,
+            Command::Get(args) => cmd::get::run(conn, args).await,
+            Command::Describe(args) => cmd::describe::run(conn, args).await,
+            Command::Delete(args) => cmd::delete::run(conn, args).await,
+            Command::Token(c) => cmd::token::run(conn, c).await,
+            Command::Proxy(args) => weft_proxy::run(args).await,
+        }
+    });
+    // Watch streams and servers may hold tasks; do not wait for them on the way out.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let (code, line) = exit::classify(&e);
+            eprintln!("error: {line}");
+            ExitCode::from(code)
+        }
     }
+}
+
+/// Long-running roles log to stderr; one-shot commands stay quiet unless WEFT_LOG says otherwise.
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Server(_) | Command::Proxy(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -1,0 +1,111 @@
+//! The control plane's Prometheus metrics (`GET /metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+    pub action: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram>,
+    pub watchers: Gauge,
+    pub pollers: Gauge,
+    pub watch_events_sent: Counter,
+    pub store_revision: Gauge,
+    pub watch_cache_events: Gauge,
+    pub writes: Family<KindLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("weft_api");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "API requests by method, route and status code", requests.clone());
+        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5].into_iter())
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer an API request (to the first byte for watches)",
+            request_duration.clone(),
+        );
+        let watchers = Gauge::default();
+        registry.register("watchers", "Open watch streams", watchers.clone());
+        let pollers = Gauge::default();
+        registry.register("pollers", "Long-poll requests waiting", pollers.clone());
+        let watch_events_sent = Counter::default();
+        registry.register("watch_events_sent", "Events written to watch streams", watch_events_sent.clone());
+        let store_revision = Gauge::default();
+        registry.register("store_revision", "Latest revision in the watch cache", store_revision.clone());
+        let watch_cache_events = Gauge::default();
+        registry.register("watch_cache_events", "Events held by the watch cache", watch_cache_events.clone());
+        let writes = Family::<KindLabels, Counter>::default();
+        registry.register("object_writes", "Objects written, by kind and action", writes.clone());
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            watchers,
+            pollers,
+            watch_events_sent,
+            store_revision,
+            watch_cache_events,
+            writes,
+        }
+    }
+
+    pub fn record_write(&self, kind: &str, action: &str) {
+        self.writes.get_or_create(&KindLabels { kind: kind.to_string(), action: action.to_string() }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Decrements a gauge when a watch or poll ends, however it ends.
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn new(g: &Gauge) -> GaugeGuard {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,241 @@
+//! Notify, push and pull: watch streams (NDJSON, held open) and long-polls (one JSON batch),
+//! both served from the watch cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use weft_api::ApiError;
+use weft_api::wire::EventType;
+
+use crate::cache::{CachedEvent, Filter};
+use crate::error::Result;
+use crate::keys;
+use crate::metrics::GaugeGuard;
+use crate::state::AppState;
+use crate::stored;
+
+/// Events written to a stream per wake-up at most; more are sent in the next chunk.
+const BATCH: usize = 512;
+
+/// A watch stream of the objects `filter` selects, starting after revision `after`, or with the
+/// current objects as ADDED events followed by a BOOKMARK when `after` is `None`.
+pub async fn stream(
+    app: Arc<AppState>,
+    filter: Filter,
+    after: Option<u64>,
+    timeout: Option<Duration>,
+) -> Result<Response> {
+    let (initial, after) = match after {
+        Some(a) => (None, a),
+        None => {
+            let (lines, revision) = initial_events(&app, &filter).await?;
+            (Some(lines), revision)
+        }
+    };
+    let seq = app.cache.position(after)?;
+    let mut bookmark = tokio::time::interval_at(
+        Instant::now() + app.limits.bookmark_interval,
+        app.limits.bookmark_interval,
+    );
+    bookmark.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let watcher = Watcher {
+        rx: app.cache.subscribe(),
+        shutdown: app.shutdown.clone(),
+        _guard: GaugeGuard::new(&app.metrics.watchers),
+        app,
+        filter,
+        seq,
+        after,
+        seen: after,
+        bookmark,
+        deadline: timeout.map(|t| Instant::now() + t),
+        initial,
+        done: false,
+    };
+    let body = futures::stream::unfold(watcher, |mut w| async move {
+        let chunk = w.next_chunk().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(chunk), w))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+struct Watcher {
+    app: Arc<AppState>,
+    filter: Filter,
+    seq: u64,
+    /// Events at or below this revision were already covered (by the initial list).
+    after: u64,
+    /// The revision this watcher has seen everything up to.
+    seen: u64,
+    rx: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    bookmark: Interval,
+    deadline: Option<Instant>,
+    initial: Option<Bytes>,
+    done: bool,
+    _guard: GaugeGuard,
+}
+
+impl Watcher {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if let Some(initial) = self.initial.take() {
+            return Some(initial);
+        }
+        loop {
+            // Mark the current revision seen before reading, so a publish after the read
+            // still wakes us.
+            self.rx.borrow_and_update();
+            match self.app.cache.read(self.seq, BATCH, &self.filter) {
+                Err(e) => {
+                    self.done = true;
+                    return Some(error_line(&e));
+                }
+                Ok(batch) => {
+                    self.seq = batch.next_seq;
+                    self.seen = self.seen.max(batch.revision);
+                    let events: Vec<_> =
+                        batch.events.into_iter().filter(|e| e.revision > self.after).collect();
+                    if !events.is_empty() {
+                        self.app.metrics.watch_events_sent.inc_by(events.len() as u64);
+                        return Some(concat_lines(&events));
+                    }
+                }
+            }
+            let deadline = self.deadline;
+            tokio::select! {
+                changed = self.rx.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                _ = self.bookmark.tick() => {
+                    return Some(stored::bookmark_line(self.filter.kind.kind, self.seen));
+                }
+                _ = self.shutdown.changed() => return None,
+                _ = sleep_until(deadline) => return None,
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn concat_lines(events: &[Arc<CachedEvent>]) -> Bytes {
+    if events.len() == 1 {
+        return events[0].line.clone();
+    }
+    let mut out = BytesMut::with_capacity(events.iter().map(|e| e.line.len()).sum());
+    for e in events {
+        out.put_slice(&e.line);
+    }
+    out.freeze()
+}
+
+fn error_line(e: &ApiError) -> Bytes {
+    let object = serde_json::to_vec(e).unwrap_or_default();
+    stored::event_line(EventType::Error, &object)
+}
+
+/// The current objects as ADDED lines plus a BOOKMARK at the list's revision.
+async fn initial_events(app: &AppState, filter: &Filter) -> Result<(Bytes, u64)> {
+    let prefix = keys::prefix(filter.kind, filter.namespace.as_deref());
+    let (kvs, revision) = app.store.list(&prefix).await?;
+    let mut out = BytesMut::new();
+    for kv in kvs {
+        let Some((_, _, name)) = keys::parse(&kv.key) else { continue };
+        if filter.name.as_deref().is_some_and(|n| n != name) {
+            continue;
+        }
+        if !filter.selector.is_everything() {
+            let labels = labels_of(&kv.value);
+            if !filter.selector.matches(&labels) {
+                continue;
+            }
+        }
+        let object = stored::with_revision(&kv.value, kv.mod_revision);
+        out.put_slice(&stored::event_line(EventType::Added, &object));
+    }
+    out.put_slice(&stored::bookmark_line(filter.kind.kind, revision));
+    Ok((out.freeze(), revision))
+}
+
+fn labels_of(value: &[u8]) -> std::collections::BTreeMap<String, String> {
+    serde_json::from_slice::<Value>(value)
+        .ok()
+        .and_then(|v| v.get("metadata")?.get("labels").cloned())
+        .and_then(|l| serde_json::from_value(l).ok())
+        .unwrap_or_default()
+}
+
+use serde_json::Value;
+
+/// A long-poll: the events after `after` as soon as there are any, or an empty batch when
+/// `wait` runs out. Without `after`, waits for changes after the current revision.
+pub async fn poll(
+    app: Arc<AppState>,
+    filter: Filter,
+    after: Option<u64>,
+    wait: Duration,
+    limit: usize,
+) -> Result<Response> {
+    let _guard = GaugeGuard::new(&app.metrics.pollers);
+    let after = after.unwrap_or_else(|| app.cache.revision());
+    let mut seq = app.cache.position(after)?;
+    let mut rx = app.cache.subscribe();
+    let mut shutdown = app.shutdown.clone();
+    let deadline = Instant::now() + wait;
+    let mut seen = after;
+    loop {
+        rx.borrow_and_update();
+        let batch = app.cache.read(seq, limit.max(1), &filter)?;
+        seq = batch.next_seq;
+        seen = seen.max(batch.revision);
+        let events: Vec<_> = batch.events.into_iter().filter(|e| e.revision > after).collect();
+        if !events.is_empty() {
+            return Ok(poll_response(seen, &events));
+        }
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return Ok(poll_response(seen, &[]));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return Ok(poll_response(seen, &[])),
+            _ = shutdown.changed() => return Ok(poll_response(seen, &[])),
+        }
+    }
+}
+
+fn poll_response(revision: u64, events: &[Arc<CachedEvent>]) -> Response {
+    let mut out = BytesMut::with_capacity(64 + events.iter().map(|e| e.line.len()).sum::<usize>());
+    out.put_slice(b"{\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        let line = &e.line[..e.line.len() - 1];
+        out.put_slice(line);
+    }
+    out.put_slice(format!("],\"resourceVersion\":\"{revision}\"}}").as_bytes());
+    let mut resp = Response::new(Body::from(out.freeze()));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
