@@ -9,6 +9,7 @@
 //! Keys are UTF-8 strings laid out by the api server as `/registry/{plural}/{ns}/{name}`;
 //! values are opaque bytes (JSON).
 
+pub mod conformance;
 pub mod embedded;
 mod types;
 

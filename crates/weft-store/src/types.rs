@@ -36,9 +36,16 @@ pub enum Precondition {
 /// One write inside a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Bytes, precondition: Precondition },
+    Put {
+        key: String,
+        value: Bytes,
+        precondition: Precondition,
+    },
     /// Deleting an absent key with `Precondition::None` is a no-op, not an error.
-    Delete { key: String, precondition: Precondition },
+    Delete {
+        key: String,
+        precondition: Precondition,
+    },
 }
 
 impl Op {
@@ -140,9 +147,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Put one key. Returns its new state.
     async fn put(&self, key: &str, value: Bytes, precondition: Precondition) -> Result<KeyValue> {
-        let mut r =
-            self.txn(vec![Op::Put { key: key.to_string(), value, precondition }]).await?;
-        r.results.pop().flatten().ok_or_else(|| StoreError::Backend("put returned no result".into()))
+        let mut r = self.txn(vec![Op::Put { key: key.to_string(), value, precondition }]).await?;
+        r.results
+            .pop()
+            .flatten()
+            .ok_or_else(|| StoreError::Backend("put returned no result".into()))
     }
 
     /// Delete one key. Returns the state it had (`None` if it was absent).
