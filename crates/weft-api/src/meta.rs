@@ -76,7 +76,9 @@ impl ObjectMeta {
                     v.error("metadata.namespace", e);
                 }
             }
-            (Some(_), false) => v.error("metadata.namespace", "must be empty: this kind is cluster-scoped"),
+            (Some(_), false) => {
+                v.error("metadata.namespace", "must be empty: this kind is cluster-scoped")
+            }
             (None, _) => {}
         }
         if let Some(rv) = &self.resource_version
@@ -88,7 +90,10 @@ impl ObjectMeta {
         validate::labels(v, "metadata.labels", &self.labels);
         for key in self.annotations.keys() {
             if key.is_empty() || key.len() > 253 {
-                v.error("metadata.annotations", format!("annotation key {key:?} must be 1-253 characters"));
+                v.error(
+                    "metadata.annotations",
+                    format!("annotation key {key:?} must be 1-253 characters"),
+                );
             }
         }
     }

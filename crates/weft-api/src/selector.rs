@@ -81,12 +81,16 @@ fn split_terms(text: &str) -> Result<Vec<&str>, ApiError> {
             }
             _ => {}
         }
-        if depth < 0 || depth > 1 {
-            return Err(ApiError::bad_request(format!("invalid label selector {text:?}: unbalanced parentheses")));
+        if !(0..=1).contains(&depth) {
+            return Err(ApiError::bad_request(format!(
+                "invalid label selector {text:?}: unbalanced parentheses"
+            )));
         }
     }
     if depth != 0 {
-        return Err(ApiError::bad_request(format!("invalid label selector {text:?}: unbalanced parentheses")));
+        return Err(ApiError::bad_request(format!(
+            "invalid label selector {text:?}: unbalanced parentheses"
+        )));
     }
     terms.push(&text[start..]);
     Ok(terms)
@@ -111,7 +115,11 @@ fn parse_term(term: &str) -> Result<Requirement, String> {
                 .ok_or_else(|| format!("expected a parenthesised list after {:?}", op.trim()))?;
             let set = inner.split(',').map(value_of).collect::<Result<BTreeSet<_>, _>>()?;
             let key = key_of(k)?;
-            return Ok(if negate { Requirement::NotIn(key, set) } else { Requirement::In(key, set) });
+            return Ok(if negate {
+                Requirement::NotIn(key, set)
+            } else {
+                Requirement::In(key, set)
+            });
         }
     }
     Ok(Requirement::Exists(key_of(term)?))
@@ -162,10 +170,16 @@ mod tests {
 
     #[test]
     fn all_operators() {
-        let s = Selector::parse("app=web, tier!=db,env in (prod, staging),!legacy,release").unwrap();
+        let s =
+            Selector::parse("app=web, tier!=db,env in (prod, staging),!legacy,release").unwrap();
         assert!(s.matches(&labels(&[("app", "web"), ("env", "prod"), ("release", "1")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("env", "dev"), ("release", "1")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("env", "prod"), ("release", "1"), ("legacy", "")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("env", "prod"),
+            ("release", "1"),
+            ("legacy", "")
+        ])));
         assert!(!s.matches(&labels(&[("app", "web"), ("env", "prod")])));
         let n = Selector::parse("env notin (prod)").unwrap();
         assert!(n.matches(&labels(&[])));

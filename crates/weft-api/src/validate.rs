@@ -89,8 +89,7 @@ pub fn dns_subdomain(value: &str) -> Result<(), String> {
     if value.len() > 253 {
         return Err(format!("{value:?} is longer than 253 characters"));
     }
-    if !value.split('.').all(|part| !part.is_empty() && part.len() <= 63 && is_label_shaped(part))
-    {
+    if !value.split('.').all(|part| !part.is_empty() && part.len() <= 63 && is_label_shaped(part)) {
         return Err(format!(
             "{value:?} is not a valid name: use lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit"
         ));

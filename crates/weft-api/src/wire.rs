@@ -62,12 +62,7 @@ pub struct WatchEvent {
 impl WatchEvent {
     /// The revision this event brings the watcher to.
     pub fn revision(&self) -> Option<u64> {
-        self.object
-            .get("metadata")?
-            .get("resourceVersion")?
-            .as_str()?
-            .parse()
-            .ok()
+        self.object.get("metadata")?.get("resourceVersion")?.as_str()?.parse().ok()
     }
 }
 

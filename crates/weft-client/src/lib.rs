@@ -118,7 +118,9 @@ impl Client {
         match uri.scheme_str() {
             Some("http") if uri.host().is_some() => {}
             Some("https") => {
-                return Err(ClientError::InvalidUrl(format!("{base} (https is not supported yet)")));
+                return Err(ClientError::InvalidUrl(format!(
+                    "{base} (https is not supported yet)"
+                )));
             }
             _ => return Err(ClientError::InvalidUrl(base)),
         }
@@ -141,7 +143,12 @@ impl Client {
         self
     }
 
-    fn request(&self, method: Method, path_and_query: &str, body: Option<(Bytes, &str)>) -> Result<Request<Full<Bytes>>> {
+    fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<Request<Full<Bytes>>> {
         let mut b = Request::builder().method(method).uri(format!("{}{path_and_query}", self.base));
         if let Some(t) = &self.token {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -156,7 +163,10 @@ impl Client {
         b.body(body).map_err(|e| ClientError::Protocol(format!("building request: {e}")))
     }
 
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>> {
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         self.http.request(req).await.map_err(|e| {
             use std::error::Error as _;
             let mut reason = e.to_string();
@@ -170,7 +180,12 @@ impl Client {
     }
 
     /// Sends a request and reads the whole answer; non-2xx answers become `ClientError::Api`.
-    pub async fn call(&self, method: Method, path_and_query: &str, body: Option<(Bytes, &str)>) -> Result<(StatusCode, Bytes)> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<(StatusCode, Bytes)> {
         let req = self.request(method, path_and_query, body)?;
         let fut = async {
             let resp = self.send(req).await?;
@@ -183,18 +198,21 @@ impl Client {
                 .to_bytes();
             Ok::<_, ClientError>((status, bytes))
         };
-        let (status, bytes) =
-            tokio::time::timeout(self.timeout, fut).await.map_err(|_| ClientError::Timeout(self.timeout))??;
-        if status.is_success() {
-            Ok((status, bytes))
-        } else {
-            Err(api_error(status, &bytes))
-        }
+        let (status, bytes) = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        if status.is_success() { Ok((status, bytes)) } else { Err(api_error(status, &bytes)) }
     }
 
-    async fn call_json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<(Bytes, &str)>) -> Result<T> {
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Bytes, &str)>,
+    ) -> Result<T> {
         let (_, bytes) = self.call(method, path, body).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("decoding the answer: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("decoding the answer: {e}")))
     }
 
     /// `GET /healthz`.
@@ -204,38 +222,69 @@ impl Client {
 
     // ---- untyped ------------------------------------------------------------------------
 
-    pub async fn get_value(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Result<Value> {
+    pub async fn get_value(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value> {
         self.call_json(Method::GET, &path(kind, namespace, Some(name)), None).await
     }
 
-    pub async fn list_value(&self, kind: &KindInfo, namespace: Option<&str>, selector: Option<&Selector>) -> Result<ObjectList> {
+    pub async fn list_value(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        selector: Option<&Selector>,
+    ) -> Result<ObjectList> {
         let mut q = Vec::new();
         if let Some(s) = selector.filter(|s| !s.is_everything()) {
             q.push(("labelSelector", s.to_string()));
         }
-        self.call_json(Method::GET, &format!("{}{}", path(kind, namespace, None), encode_query(&q)), None).await
+        self.call_json(
+            Method::GET,
+            &format!("{}{}", path(kind, namespace, None), encode_query(&q)),
+            None,
+        )
+        .await
     }
 
     /// Creates or replaces an object (its kind, namespace and name come from the object).
     pub async fn put_value(&self, value: &Value, status: bool) -> Result<Value> {
         let kind = weft_api::kinds::kind_of(value).map_err(ClientError::Api)?;
         let meta = &value["metadata"];
-        let name = meta["name"].as_str().ok_or_else(|| ClientError::Api(ApiError::invalid("metadata.name", "is required")))?;
-        let ns = kind.namespaced.then(|| meta["namespace"].as_str().unwrap_or(weft_api::DEFAULT_NAMESPACE));
+        let name = meta["name"]
+            .as_str()
+            .ok_or_else(|| ClientError::Api(ApiError::invalid("metadata.name", "is required")))?;
+        let ns = kind
+            .namespaced
+            .then(|| meta["namespace"].as_str().unwrap_or(weft_api::DEFAULT_NAMESPACE));
         let mut p = path(kind, ns, Some(name));
         if status {
             p.push_str("/status");
         }
-        let body = Bytes::from(serde_json::to_vec(value).map_err(|e| ClientError::Protocol(e.to_string()))?);
+        let body = Bytes::from(
+            serde_json::to_vec(value).map_err(|e| ClientError::Protocol(e.to_string()))?,
+        );
         self.call_json(Method::PUT, &p, Some((body, "application/json"))).await
     }
 
-    pub async fn delete_value(&self, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Result<Value> {
+    pub async fn delete_value(
+        &self,
+        kind: &KindInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value> {
         self.call_json(Method::DELETE, &path(kind, namespace, Some(name)), None).await
     }
 
     /// `POST /api/v1/apply`: every object or none.
-    pub async fn apply(&self, objects: &[Value], namespace: Option<&str>, dry_run: bool) -> Result<ApplyResponse> {
+    pub async fn apply(
+        &self,
+        objects: &[Value],
+        namespace: Option<&str>,
+        dry_run: bool,
+    ) -> Result<ApplyResponse> {
         let mut q = Vec::new();
         if let Some(ns) = namespace {
             q.push(("namespace", ns.to_string()));
@@ -243,9 +292,15 @@ impl Client {
         if dry_run {
             q.push(("dryRun", "true".to_string()));
         }
-        let body = Bytes::from(serde_json::to_vec(objects).map_err(|e| ClientError::Protocol(e.to_string()))?);
-        self.call_json(Method::POST, &format!("/api/v1/apply{}", encode_query(&q)), Some((body, "application/json")))
-            .await
+        let body = Bytes::from(
+            serde_json::to_vec(objects).map_err(|e| ClientError::Protocol(e.to_string()))?,
+        );
+        self.call_json(
+            Method::POST,
+            &format!("/api/v1/apply{}", encode_query(&q)),
+            Some((body, "application/json")),
+        )
+        .await
     }
 
     pub async fn kinds(&self) -> Result<KindList> {
@@ -259,25 +314,34 @@ impl Client {
     }
 
     /// Every object of a kind (in one namespace, or all), with the list's revision.
-    pub async fn list<T: Resource>(&self, namespace: Option<&str>, selector: Option<&Selector>) -> Result<(Vec<T>, u64)> {
+    pub async fn list<T: Resource>(
+        &self,
+        namespace: Option<&str>,
+        selector: Option<&Selector>,
+    ) -> Result<(Vec<T>, u64)> {
         let list = self.list_value(T::info(), namespace, selector).await?;
         let revision = list.metadata.resource_version.parse().unwrap_or(0);
         let items = list
             .items
             .into_iter()
-            .map(|v| serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("decoding a {}: {e}", T::KIND))))
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| ClientError::Protocol(format!("decoding a {}: {e}", T::KIND)))
+            })
             .collect::<Result<_>>()?;
         Ok((items, revision))
     }
 
     pub async fn put<T: Resource + Serialize>(&self, object: &T) -> Result<T> {
-        let value = serde_json::to_value(object).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let value =
+            serde_json::to_value(object).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let out = self.put_value(&value, false).await?;
         serde_json::from_value(out).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     pub async fn put_status<T: Resource + Serialize>(&self, object: &T) -> Result<T> {
-        let value = serde_json::to_value(object).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let value =
+            serde_json::to_value(object).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let out = self.put_value(&value, true).await?;
         serde_json::from_value(out).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -305,7 +369,11 @@ impl Client {
         if let Some(s) = selector.filter(|s| !s.is_everything()) {
             q.push(("labelSelector", s.to_string()));
         }
-        let req = self.request(Method::GET, &format!("{}{}", path(kind, namespace, name), encode_query(&q)), None)?;
+        let req = self.request(
+            Method::GET,
+            &format!("{}{}", path(kind, namespace, name), encode_query(&q)),
+            None,
+        )?;
         let resp = tokio::time::timeout(self.timeout, self.send(req))
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))??;
@@ -334,14 +402,27 @@ impl Client {
             q.push(("labelSelector", s.to_string()));
         }
         let client = self.clone().with_timeout(wait + self.timeout);
-        client.call_json(Method::GET, &format!("{}{}", path(kind, namespace, None), encode_query(&q)), None).await
+        client
+            .call_json(
+                Method::GET,
+                &format!("{}{}", path(kind, namespace, None), encode_query(&q)),
+                None,
+            )
+            .await
     }
 
     // ---- tokens -------------------------------------------------------------------------
 
-    pub async fn create_token(&self, role: Role, ttl: Option<weft_api::duration::Duration>, description: &str) -> Result<CreatedToken> {
+    pub async fn create_token(
+        &self,
+        role: Role,
+        ttl: Option<weft_api::duration::Duration>,
+        description: &str,
+    ) -> Result<CreatedToken> {
         let req = TokenRequest { role, ttl, description: description.to_string() };
-        let body = Bytes::from(serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?);
+        let body = Bytes::from(
+            serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?,
+        );
         self.call_json(Method::POST, "/api/v1/tokens", Some((body, "application/json"))).await
     }
 
@@ -364,7 +445,10 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             let message = if text.is_empty() {
                 format!("the server answered {status}")
             } else {
-                format!("the server answered {status}: {}", text.chars().take(200).collect::<String>())
+                format!(
+                    "the server answered {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                )
             };
             ClientError::Api(ApiError::new(ErrorCode::from_status(status.as_u16()), message))
         }
@@ -374,42 +458,48 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
 /// Splits a streamed body into NDJSON watch events.
 fn lines(body: hyper::body::Incoming) -> impl Stream<Item = Result<WatchEvent>> + Send {
     let frames = http_body_util::BodyStream::new(body);
-    futures::stream::unfold((frames, BytesMut::new(), false), |(mut frames, mut buf, mut done)| async move {
-        loop {
-            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line = buf.split_to(pos + 1);
-                let line = &line[..line.len() - 1];
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+    futures::stream::unfold(
+        (frames, BytesMut::new(), false),
+        |(mut frames, mut buf, mut done)| async move {
+            loop {
+                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line = buf.split_to(pos + 1);
+                    let line = &line[..line.len() - 1];
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let item = serde_json::from_slice::<WatchEvent>(line)
+                        .map_err(|e| ClientError::Protocol(format!("bad watch event: {e}")));
+                    return Some((item, (frames, buf, done)));
                 }
-                let item = serde_json::from_slice::<WatchEvent>(line)
-                    .map_err(|e| ClientError::Protocol(format!("bad watch event: {e}")));
-                return Some((item, (frames, buf, done)));
-            }
-            if done {
-                return None;
-            }
-            match frames.next().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        buf.extend_from_slice(&data);
+                if done {
+                    return None;
+                }
+                match frames.next().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            buf.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        done = true;
+                        buf.clear();
+                        return Some((
+                            Err(ClientError::Protocol(format!("watch stream broke: {e}"))),
+                            (frames, buf, done),
+                        ));
+                    }
+                    None => {
+                        done = true;
+                        if buf.is_empty() {
+                            return None;
+                        }
+                        buf.extend_from_slice(b"\n");
                     }
                 }
-                Some(Err(e)) => {
-                    done = true;
-                    buf.clear();
-                    return Some((Err(ClientError::Protocol(format!("watch stream broke: {e}"))), (frames, buf, done)));
-                }
-                None => {
-                    done = true;
-                    if buf.is_empty() {
-                        return None;
-                    }
-                    buf.extend_from_slice(b"\n");
-                }
             }
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -419,10 +509,16 @@ mod tests {
     #[test]
     fn paths_and_queries() {
         let k = &weft_api::kinds::DEPLOYMENT;
-        assert_eq!(path(k, Some("default"), Some("web")), "/api/v1/namespaces/default/deployments/web");
+        assert_eq!(
+            path(k, Some("default"), Some("web")),
+            "/api/v1/namespaces/default/deployments/web"
+        );
         assert_eq!(path(k, None, None), "/api/v1/deployments");
         assert_eq!(path(&weft_api::kinds::NODE, Some("x"), Some("n1")), "/api/v1/nodes/n1");
-        assert_eq!(encode_query(&[("labelSelector", "app=web,x in (a)".into())]), "?labelSelector=app%3Dweb%2Cx%20in%20%28a%29");
+        assert_eq!(
+            encode_query(&[("labelSelector", "app=web,x in (a)".into())]),
+            "?labelSelector=app%3Dweb%2Cx%20in%20%28a%29"
+        );
     }
 
     #[test]

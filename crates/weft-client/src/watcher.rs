@@ -85,7 +85,11 @@ struct State {
 }
 
 /// Follows every object of `kind` (in `config.namespace`, or all) matching `config.selector`.
-pub fn watcher(client: Client, kind: &'static KindInfo, config: Config) -> impl Stream<Item = Result<Event, ClientError>> + Send {
+pub fn watcher(
+    client: Client,
+    kind: &'static KindInfo,
+    config: Config,
+) -> impl Stream<Item = Result<Event, ClientError>> + Send {
     let state = State {
         client,
         kind,
@@ -138,7 +142,10 @@ impl State {
     fn push_failed(&mut self) {
         self.push_failures += 1;
         if self.config.mode == Mode::Auto && self.push_failures >= PUSH_FAILURES_BEFORE_PULL {
-            tracing::info!(kind = self.kind.plural, "watch streams keep failing; switching to long-poll");
+            tracing::info!(
+                kind = self.kind.plural,
+                "watch streams keep failing; switching to long-poll"
+            );
             self.pull_until = Some(Instant::now() + PULL_SPELL);
         }
     }
@@ -151,21 +158,27 @@ impl State {
         let ns = self.config.namespace.clone();
         let selector = self.config.selector.clone();
         match std::mem::replace(&mut self.phase, Phase::Follow) {
-            Phase::List => match self.client.list_value(self.kind, ns.as_deref(), selector.as_ref()).await {
-                Ok(list) => {
-                    self.failures = 0;
-                    self.revision = list.metadata.resource_version.parse().unwrap_or(0);
-                    self.pending.push_back(Ok(Event::Restarted(list.items)));
-                    self.phase = Phase::Follow;
+            Phase::List => {
+                match self.client.list_value(self.kind, ns.as_deref(), selector.as_ref()).await {
+                    Ok(list) => {
+                        self.failures = 0;
+                        self.revision = list.metadata.resource_version.parse().unwrap_or(0);
+                        self.pending.push_back(Ok(Event::Restarted(list.items)));
+                        self.phase = Phase::Follow;
+                    }
+                    Err(e) => {
+                        self.phase = Phase::List;
+                        self.fail(e).await;
+                    }
                 }
-                Err(e) => {
-                    self.phase = Phase::List;
-                    self.fail(e).await;
-                }
-            },
+            }
             Phase::Follow if self.use_pull() => {
                 let wait = self.config.poll_wait;
-                match self.client.poll(self.kind, ns.as_deref(), selector.as_ref(), Some(self.revision), wait).await {
+                match self
+                    .client
+                    .poll(self.kind, ns.as_deref(), selector.as_ref(), Some(self.revision), wait)
+                    .await
+                {
                     Ok(batch) => {
                         self.failures = 0;
                         for ev in batch.events {
@@ -180,7 +193,11 @@ impl State {
                 }
             }
             Phase::Follow => {
-                match self.client.watch(self.kind, ns.as_deref(), None, selector.as_ref(), Some(self.revision)).await {
+                match self
+                    .client
+                    .watch(self.kind, ns.as_deref(), None, selector.as_ref(), Some(self.revision))
+                    .await
+                {
                     Ok(stream) => self.phase = Phase::Streaming(stream, false),
                     Err(e) if Self::gone(&e) => self.phase = Phase::List,
                     Err(e) => {
@@ -197,11 +214,17 @@ impl State {
                     self.push_failures = 0;
                     match ev.kind {
                         EventType::Error => {
-                            let gone = ev.object.get("code").and_then(Value::as_str) == Some("Gone");
+                            let gone =
+                                ev.object.get("code").and_then(Value::as_str) == Some("Gone");
                             self.phase = if gone { Phase::List } else { Phase::Follow };
                             if !gone {
-                                let message = ev.object.get("message").and_then(Value::as_str).unwrap_or("watch error");
-                                self.pending.push_back(Err(ClientError::Protocol(message.to_string())));
+                                let message = ev
+                                    .object
+                                    .get("message")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("watch error");
+                                self.pending
+                                    .push_back(Err(ClientError::Protocol(message.to_string())));
                             }
                             return;
                         }
@@ -233,7 +256,9 @@ impl State {
 
     fn deliver(&mut self, kind: EventType, object: Value) {
         match kind {
-            EventType::Added | EventType::Modified => self.pending.push_back(Ok(Event::Applied(object))),
+            EventType::Added | EventType::Modified => {
+                self.pending.push_back(Ok(Event::Applied(object)))
+            }
             EventType::Deleted => self.pending.push_back(Ok(Event::Deleted(object))),
             EventType::Bookmark | EventType::Error => {}
         }

@@ -106,10 +106,7 @@ impl Caller {
             Action::Discover => "use discovery".to_string(),
             Action::ManageTokens => "manage tokens".to_string(),
         };
-        Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!("a {} token may not {what}", self.role),
-        ))
+        Err(ApiError::new(ErrorCode::Forbidden, format!("a {} token may not {what}", self.role)))
     }
 }
 
@@ -185,7 +182,8 @@ impl Auth {
                 "missing bearer token: pass --token or set WEFT_TOKEN (a local server writes an admin token to <data-dir>/admin.token)",
             )
         })?;
-        let id = parse_id(token).ok_or_else(|| unauthorized("malformed token (expected weft_<id>_<secret>)"))?;
+        let id = parse_id(token)
+            .ok_or_else(|| unauthorized("malformed token (expected weft_<id>_<secret>)"))?;
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
         let rec = tokens.get(id).ok_or_else(|| unauthorized("unknown or revoked token"))?;
         if !constant_time_eq(hash(token).as_bytes(), rec.hash.as_bytes()) {
@@ -313,7 +311,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let token = match header {
             None => None,
             Some(h) => {
-                let text = h.to_str().ok().and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")));
+                let text = h
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")));
                 match text {
                     Some(t) => Some(t.trim()),
                     None => {

@@ -75,6 +75,7 @@ struct Ring {
 
 /// What a reader got: events from its cursor on, where to continue, and the revision it has
 /// now seen everything up to.
+#[derive(Debug)]
 pub struct Batch {
     pub events: Vec<Arc<CachedEvent>>,
     pub next_seq: u64,
@@ -90,12 +91,23 @@ pub struct WatchCache {
 impl WatchCache {
     /// Starts the cache: fills it from the store's retained history (at most `capacity`
     /// revisions back) and follows the store from there.
-    pub async fn start(store: Arc<dyn Store>, capacity: usize) -> Result<Arc<WatchCache>, StoreError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        capacity: usize,
+    ) -> Result<Arc<WatchCache>, StoreError> {
         let current = store.current_revision().await?;
         let compacted = store.compacted_revision().await?;
         let from = current.saturating_sub(capacity as u64).max(compacted);
+        let cache = Arc::new(WatchCache::empty(capacity, from));
+        let stream = store.watch(keys::REGISTRY, from).await?;
+        tokio::spawn(Arc::clone(&cache).follow(store, stream));
+        Ok(cache)
+    }
+
+    /// An empty cache whose history starts after `from`.
+    fn empty(capacity: usize, from: Revision) -> WatchCache {
         let (tx, _) = watch::channel(from);
-        let cache = Arc::new(WatchCache {
+        WatchCache {
             ring: RwLock::new(Ring {
                 events: VecDeque::with_capacity(capacity.min(1 << 16)),
                 next_seq: 0,
@@ -105,10 +117,7 @@ impl WatchCache {
             }),
             capacity: capacity.max(1),
             published: tx,
-        });
-        let stream = store.watch(keys::REGISTRY, from).await?;
-        tokio::spawn(Arc::clone(&cache).follow(store, stream));
-        Ok(cache)
+        }
     }
 
     async fn follow(self: Arc<Self>, store: Arc<dyn Store>, stream: weft_store::WatchStream) {
@@ -171,7 +180,11 @@ impl WatchCache {
         }
         // Publish up to the last complete revision.
         let publish = if more_may_follow {
-            ring.events.iter().rev().find(|e| e.revision < last_revision).map(|e| (e.seq + 1, e.revision))
+            ring.events
+                .iter()
+                .rev()
+                .find(|e| e.revision < last_revision)
+                .map(|e| (e.seq + 1, e.revision))
         } else {
             Some((ring.next_seq, last_revision))
         };
@@ -308,4 +321,121 @@ fn render(ev: &weft_store::Event) -> Option<CachedEvent> {
         line: stored::event_line(event, &object),
         object,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_api::kinds;
+    use weft_store::{Event, KeyValue};
+
+    fn put(name: &str, rev: u64, created: u64, labels: &str) -> Event {
+        let value = format!(
+            r#"{{"apiVersion":"weft/v1","kind":"Service","metadata":{{"labels":{{{labels}}},"name":"{name}","namespace":"default"}}}}"#
+        );
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: format!("/registry/services/default/{name}"),
+                value: value.into(),
+                create_revision: created,
+                mod_revision: rev,
+                version: 1,
+            },
+        }
+    }
+
+    fn all() -> Filter {
+        Filter {
+            kind: &kinds::SERVICE,
+            namespace: None,
+            name: None,
+            selector: Selector::everything(),
+        }
+    }
+
+    #[test]
+    fn publishes_whole_revisions_only() {
+        let c = WatchCache::empty(100, 0);
+        // A full chunk may have cut revision 2 in two: its events wait.
+        c.push(vec![put("a", 1, 1, ""), put("b", 2, 2, ""), put("c", 2, 2, "")], true);
+        assert_eq!(c.revision(), 1);
+        let b = c.read(0, 100, &all()).unwrap();
+        assert_eq!(b.events.len(), 1);
+        assert_eq!(b.revision, 1);
+        // The rest of revision 2 arrives: now all of it is visible together.
+        c.push(vec![put("d", 2, 2, "")], false);
+        assert_eq!(c.revision(), 2);
+        let b = c.read(b.next_seq, 100, &all()).unwrap();
+        assert_eq!(b.events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn events_are_rendered_once_with_type_and_revision() {
+        let c = WatchCache::empty(10, 0);
+        c.push(vec![put("a", 1, 1, ""), put("a", 2, 1, "")], false);
+        let b = c.read(0, 10, &all()).unwrap();
+        assert_eq!(b.events[0].event, EventType::Added);
+        assert_eq!(b.events[1].event, EventType::Modified);
+        let line: serde_json::Value = serde_json::from_slice(&b.events[1].line).unwrap();
+        assert_eq!(line["type"], "MODIFIED");
+        assert_eq!(line["object"]["metadata"]["resourceVersion"], "2");
+    }
+
+    #[test]
+    fn positions_resume_exactly() {
+        let c = WatchCache::empty(100, 0);
+        c.push((1..=5).map(|r| put(&format!("o{r}"), r, r, "")).collect(), false);
+        let seq = c.position(3).unwrap();
+        let b = c.read(seq, 100, &all()).unwrap();
+        assert_eq!(b.events.iter().map(|e| e.revision).collect::<Vec<_>>(), [4, 5]);
+        // At or beyond the head: nothing yet, and the next events are found.
+        let head = c.position(5).unwrap();
+        assert!(c.read(head, 100, &all()).unwrap().events.is_empty());
+        c.push(vec![put("o6", 6, 6, "")], false);
+        assert_eq!(c.read(head, 100, &all()).unwrap().events[0].revision, 6);
+    }
+
+    #[test]
+    fn eviction_makes_old_positions_gone() {
+        let c = WatchCache::empty(3, 0);
+        c.push((1..=10).map(|r| put("o", r, 1, "")).collect(), false);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.position(6).unwrap_err().code, ErrorCode::Gone);
+        assert!(c.position(7).is_ok());
+        // A reader whose cursor was evicted is told to re-list.
+        assert_eq!(c.read(0, 10, &all()).unwrap_err().code, ErrorCode::Gone);
+    }
+
+    #[test]
+    fn limits_never_split_a_revision() {
+        let c = WatchCache::empty(100, 0);
+        c.push(
+            vec![put("a", 1, 1, ""), put("b", 2, 2, ""), put("c", 2, 2, ""), put("d", 3, 3, "")],
+            false,
+        );
+        let b = c.read(0, 2, &all()).unwrap();
+        // Two events requested, but revision 2 has two: all of it comes, then we stop.
+        assert_eq!(b.events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(b.revision, 2);
+        let rest = c.read(b.next_seq, 2, &all()).unwrap();
+        assert_eq!(rest.events[0].name, "d");
+    }
+
+    #[test]
+    fn filters_by_namespace_name_and_labels() {
+        let c = WatchCache::empty(100, 0);
+        c.push(vec![put("a", 1, 1, r#""tier":"web""#), put("b", 2, 2, r#""tier":"db""#)], false);
+        let web = Filter { selector: Selector::parse("tier=web").unwrap(), ..all() };
+        assert_eq!(c.read(0, 10, &web).unwrap().events.len(), 1);
+        let named = Filter { name: Some("b".into()), ..all() };
+        assert_eq!(c.read(0, 10, &named).unwrap().events[0].name, "b");
+        let other_ns = Filter { namespace: Some("prod".into()), ..all() };
+        let b = c.read(0, 10, &other_ns).unwrap();
+        assert!(b.events.is_empty());
+        // Filtered-out events still move the reader on.
+        assert_eq!(b.revision, 2);
+        let nodes = Filter { kind: &kinds::NODE, ..all() };
+        assert!(c.read(0, 10, &nodes).unwrap().events.is_empty());
+    }
 }

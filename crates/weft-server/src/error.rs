@@ -29,7 +29,9 @@ impl From<StoreError> for Error {
             StoreError::PreconditionFailed { key, .. } => ApiError::conflict(format!(
                 "{key} was changed by someone else; read it again and retry"
             )),
-            StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "the server is shutting down"),
+            StoreError::Closed => {
+                ApiError::new(ErrorCode::Unavailable, "the server is shutting down")
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal(format!("store failure: {other}"))
@@ -40,14 +42,17 @@ impl From<StoreError> for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.0).unwrap_or_default();
         let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.0.code == ErrorCode::Unauthorized {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"weft\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"weft\""),
+            );
         }
         resp
     }

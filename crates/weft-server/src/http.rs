@@ -59,15 +59,24 @@ async fn record(State(app): State<Arc<AppState>>, req: Request, next: Next) -> R
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+        .map_or("unmatched", |p| crate::metrics::intern(p.as_str()));
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    };
     let start = Instant::now();
     let resp = next.run(req).await;
     app.metrics
         .request_duration
-        .get_or_create(&RouteLabels { route: route.clone() })
+        .get_or_create(&RouteLabels { route })
         .observe(start.elapsed().as_secs_f64());
-    app.metrics.requests.get_or_create(&RequestLabels { method, route, code: resp.status().as_u16() }).inc();
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels { method, route, code: resp.status().as_u16() })
+        .inc();
     resp
 }
 
@@ -76,7 +85,8 @@ async fn not_found(uri: axum::http::Uri) -> Error {
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Error {
-    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path())).into()
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
+        .into()
 }
 
 async fn healthz() -> &'static str {
@@ -146,7 +156,10 @@ impl Params {
         match self.0.get(name).map(String::as_str) {
             None | Some("false") | Some("0") => Ok(false),
             Some("") | Some("true") | Some("1") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!("{name}={other:?}: expected true or false")).into()),
+            Some(other) => {
+                Err(ApiError::bad_request(format!("{name}={other:?}: expected true or false"))
+                    .into())
+            }
         }
     }
 
@@ -154,7 +167,8 @@ impl Params {
         match self.0.get("resourceVersion").map(String::as_str) {
             None | Some("") => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::bad_request(format!("resourceVersion={v:?} is not a revision number")).into()
+                ApiError::bad_request(format!("resourceVersion={v:?} is not a revision number"))
+                    .into()
             }),
         }
     }
@@ -176,10 +190,9 @@ impl Params {
     fn number(&self, name: &str) -> Result<Option<u64>> {
         match self.0.get(name) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("{name}={v:?} is not a whole number")).into()),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("{name}={v:?} is not a whole number")).into()
+            }),
         }
     }
 }
@@ -198,7 +211,12 @@ fn percent_decode(s: &str) -> Result<String> {
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => out.push(b),
-                    None => return Err(ApiError::bad_request("malformed percent-encoding in the query").into()),
+                    None => {
+                        return Err(ApiError::bad_request(
+                            "malformed percent-encoding in the query",
+                        )
+                        .into());
+                    }
                 }
                 i += 2;
             }
@@ -220,7 +238,8 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<St
             format!("the request body is larger than the server's limit of {limit} bytes"),
         ))
     };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         && len > limit
     {
         return Err(too_large());
@@ -257,7 +276,8 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<St
             }
         })?
         .to_bytes();
-    String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("the request body is not UTF-8 text").into())
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8 text").into())
 }
 
 /// Exactly one object from a body.
@@ -369,9 +389,17 @@ async fn collection(
     let selector = params.selector()?;
     let watching = params.flag("watch")?;
     let wait = params.duration("wait")?;
-    let filter = Filter { kind, namespace: namespace.clone(), name: name.clone(), selector: selector.clone() };
+    let filter = Filter {
+        kind,
+        namespace: namespace.clone(),
+        name: name.clone(),
+        selector: selector.clone(),
+    };
     match (watching, wait) {
-        (true, Some(_)) => Err(ApiError::bad_request("use either watch=true (push) or wait= (long-poll), not both").into()),
+        (true, Some(_)) => Err(ApiError::bad_request(
+            "use either watch=true (push) or wait= (long-poll), not both",
+        )
+        .into()),
         (true, None) => {
             let timeout = params.number("timeoutSeconds")?.map(Duration::from_secs);
             watch::stream(app, filter, params.revision()?, timeout).await
@@ -380,7 +408,8 @@ async fn collection(
             if wait > app.limits.max_wait {
                 return Err(ApiError::bad_request(format!(
                     "wait={} is longer than the server allows ({}s)",
-                    weft_api::duration::Duration::from_std(wait).map_or_else(|| "?".into(), |d| d.to_string()),
+                    weft_api::duration::Duration::from_std(wait)
+                        .map_or_else(|| "?".into(), |d| d.to_string()),
                     app.limits.max_wait.as_secs()
                 ))
                 .into());
@@ -507,7 +536,9 @@ async fn put_one(
             let mut normalized = kind.normalize(value)?;
             // normalize re-encodes resourceVersion as text; keep what the client sent for the
             // precondition check.
-            if let (Some(rv), Some(meta)) = (rv, normalized.get_mut("metadata").and_then(Value::as_object_mut)) {
+            if let (Some(rv), Some(meta)) =
+                (rv, normalized.get_mut("metadata").and_then(Value::as_object_mut))
+            {
                 meta.insert("resourceVersion".into(), rv);
             }
             normalized
@@ -515,7 +546,8 @@ async fn put_one(
         WriteMode::Status => value,
     };
     let written = objects::write(&app, kind, ns.as_deref(), &name, &value, mode, dry_run).await?;
-    let status = if written.action == ApplyAction::Created { StatusCode::CREATED } else { StatusCode::OK };
+    let status =
+        if written.action == ApplyAction::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json_response(status, written.object))
 }
 
@@ -638,7 +670,9 @@ async fn apply(
         }
         let rv = value.get("metadata").and_then(|m| m.get("resourceVersion")).cloned();
         let mut normalized = kind.normalize(value).map_err(in_doc)?;
-        if let (Some(rv), Some(meta)) = (rv, normalized.get_mut("metadata").and_then(Value::as_object_mut)) {
+        if let (Some(rv), Some(meta)) =
+            (rv, normalized.get_mut("metadata").and_then(Value::as_object_mut))
+        {
             meta.insert("resourceVersion".into(), rv);
         }
         items.push(ApplyItem { kind, value: normalized, document: doc.index });
@@ -665,10 +699,7 @@ async fn create_token(
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let req: TokenRequest = kinds::from_value(value)?;
-    let created = app
-        .auth
-        .create(req.role, req.ttl.map(|t| t.as_std()), &req.description)
-        .await?;
+    let created = app.auth.create(req.role, req.ttl.map(|t| t.as_std()), &req.description).await?;
     tracing::info!(id = %created.info.id, role = %created.info.role, by = %caller.token_id, "token created");
     Ok(json_body(StatusCode::CREATED, &created))
 }
@@ -690,13 +721,16 @@ mod tests {
 
     #[test]
     fn params_are_strict() {
-        let p = Params::parse(Some("watch=true&resourceVersion=5"), &["watch", "resourceVersion"]).unwrap();
+        let p = Params::parse(Some("watch=true&resourceVersion=5"), &["watch", "resourceVersion"])
+            .unwrap();
         assert!(p.flag("watch").unwrap());
         assert_eq!(p.revision().unwrap(), Some(5));
         assert!(Params::parse(Some("wacth=true"), &["watch"]).is_err());
         let p = Params::parse(Some("resourceVersion=x"), &["resourceVersion"]).unwrap();
         assert!(p.revision().is_err());
-        let p = Params::parse(Some("labelSelector=app%3Dweb%2Ctier+in+%28a%29"), &["labelSelector"]).unwrap();
+        let p =
+            Params::parse(Some("labelSelector=app%3Dweb%2Ctier+in+%28a%29"), &["labelSelector"])
+                .unwrap();
         assert_eq!(p.0["labelSelector"], "app=web,tier in (a)");
         assert!(Params::parse(Some("a=%zz"), &["a"]).is_err());
         assert!(Params::parse(Some("a=%2"), &["a"]).is_err());

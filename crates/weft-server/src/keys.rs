@@ -56,6 +56,9 @@ mod tests {
         assert!(parse("/registry/unknown/x").is_none());
         assert!(parse("/weft/tokens/abc").is_none());
         // a namespace prefix must not match a longer namespace
-        assert!(!prefix(&kinds::DEPLOYMENT, Some("a")).starts_with(&prefix(&kinds::DEPLOYMENT, Some("ab"))));
+        assert!(
+            !prefix(&kinds::DEPLOYMENT, Some("a"))
+                .starts_with(&prefix(&kinds::DEPLOYMENT, Some("ab")))
+        );
     }
 }

@@ -104,7 +104,8 @@ async fn compact_forever(store: Arc<dyn Store>, keep: u64) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        let (Ok(current), Ok(compacted)) = (store.current_revision().await, store.compacted_revision().await)
+        let (Ok(current), Ok(compacted)) =
+            (store.current_revision().await, store.compacted_revision().await)
         else {
             continue;
         };

@@ -9,14 +9,29 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: &'static str,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: &'static str,
+}
+
+/// Route templates and methods as `'static` label values, so recording a request allocates
+/// nothing. Routes are a small fixed set (the router's templates), so interning them is bounded.
+pub fn intern(s: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = seen.get(s) {
+        return s;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    seen.insert(leaked);
+    leaked
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,9 +62,15 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("weft_api");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "API requests by method, route and status code", requests.clone());
+        registry.register(
+            "requests",
+            "API requests by method, route and status code",
+            requests.clone(),
+        );
         let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5].into_iter())
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
         });
         registry.register(
             "request_duration_seconds",
@@ -61,11 +82,23 @@ impl Metrics {
         let pollers = Gauge::default();
         registry.register("pollers", "Long-poll requests waiting", pollers.clone());
         let watch_events_sent = Counter::default();
-        registry.register("watch_events_sent", "Events written to watch streams", watch_events_sent.clone());
+        registry.register(
+            "watch_events_sent",
+            "Events written to watch streams",
+            watch_events_sent.clone(),
+        );
         let store_revision = Gauge::default();
-        registry.register("store_revision", "Latest revision in the watch cache", store_revision.clone());
+        registry.register(
+            "store_revision",
+            "Latest revision in the watch cache",
+            store_revision.clone(),
+        );
         let watch_cache_events = Gauge::default();
-        registry.register("watch_cache_events", "Events held by the watch cache", watch_cache_events.clone());
+        registry.register(
+            "watch_cache_events",
+            "Events held by the watch cache",
+            watch_cache_events.clone(),
+        );
         let writes = Family::<KindLabels, Counter>::default();
         registry.register("object_writes", "Objects written, by kind and action", writes.clone());
         Metrics {
@@ -82,7 +115,9 @@ impl Metrics {
     }
 
     pub fn record_write(&self, kind: &str, action: &str) {
-        self.writes.get_or_create(&KindLabels { kind: kind.to_string(), action: action.to_string() }).inc();
+        self.writes
+            .get_or_create(&KindLabels { kind: kind.to_string(), action: action.to_string() })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -53,7 +53,12 @@ fn not_found(kind: &KindInfo, namespace: Option<&str>, name: &str) -> Error {
     ApiError::not_found(format!("{} not found", what(kind, namespace, name))).into()
 }
 
-pub async fn get(app: &AppState, kind: &KindInfo, namespace: Option<&str>, name: &str) -> Result<Bytes> {
+pub async fn get(
+    app: &AppState,
+    kind: &KindInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Bytes> {
     match app.store.get(&keys::object(kind, namespace, name)).await? {
         Some(kv) => Ok(stored::with_revision(&kv.value, kv.mod_revision)),
         None => Err(not_found(kind, namespace, name)),
@@ -80,12 +85,15 @@ pub async fn list(
     selector: &Selector,
 ) -> Result<(Bytes, u64)> {
     let (kvs, revision) = app.store.list(&keys::prefix(kind, namespace)).await?;
-    let mut out = BytesMut::with_capacity(64 + kvs.iter().map(|kv| kv.value.len() + 32).sum::<usize>());
+    let mut out =
+        BytesMut::with_capacity(64 + kvs.iter().map(|kv| kv.value.len() + 32).sum::<usize>());
     out.put_slice(format!("{{\"apiVersion\":\"{API_VERSION}\",\"items\":[").as_bytes());
     let mut first = true;
     for kv in &kvs {
         if !selector.is_everything() {
-            let labels = serde_json::from_slice::<LabelsOnly>(&kv.value).map(|l| l.metadata.labels).unwrap_or_default();
+            let labels = serde_json::from_slice::<LabelsOnly>(&kv.value)
+                .map(|l| l.metadata.labels)
+                .unwrap_or_default();
             if !selector.matches(&labels) {
                 continue;
             }
@@ -97,7 +105,11 @@ pub async fn list(
         out.put_slice(&stored::with_revision(&kv.value, kv.mod_revision));
     }
     out.put_slice(
-        format!("],\"kind\":\"{}List\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}}}}", kind.kind).as_bytes(),
+        format!(
+            "],\"kind\":\"{}List\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}}}}",
+            kind.kind
+        )
+        .as_bytes(),
     );
     Ok((out.freeze(), revision))
 }
@@ -108,16 +120,25 @@ fn requested_revision(value: &Value) -> Result<Option<u64>> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
-            ApiError::invalid("metadata.resourceVersion", format!("{s:?} is not a revision number")).into()
+            ApiError::invalid("metadata.resourceVersion", format!("{s:?} is not a revision number"))
+                .into()
         }),
         Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
             ApiError::invalid("metadata.resourceVersion", "is not a revision number").into()
         }),
-        Some(_) => Err(ApiError::invalid("metadata.resourceVersion", "is not a revision number").into()),
+        Some(_) => {
+            Err(ApiError::invalid("metadata.resourceVersion", "is not a revision number").into())
+        }
     }
 }
 
-fn stale(kind: &KindInfo, namespace: Option<&str>, name: &str, sent: u64, current: Option<u64>) -> Error {
+fn stale(
+    kind: &KindInfo,
+    namespace: Option<&str>,
+    name: &str,
+    sent: u64,
+    current: Option<u64>,
+) -> Error {
     let now = match current {
         Some(c) => format!("it is now at {c}"),
         None => "it no longer exists".to_string(),
@@ -230,15 +251,19 @@ pub async fn write(
         };
         if action == ApplyAction::Unchanged || dry_run {
             let revision = current.as_ref().map_or(0, |c| c.mod_revision);
-            let bytes = stored::encode(&next)?;
-            return Ok(Written { object: stored::with_revision(&bytes, revision), action, revision });
+            let bytes = stored::encode(next)?;
+            return Ok(Written {
+                object: stored::with_revision(&bytes, revision),
+                action,
+                revision,
+            });
         }
-        let value = stored::encode(&next)?;
+        let value = stored::encode(next)?;
         let precondition = match &current {
             Some(c) => Precondition::ModRevision(c.mod_revision),
             None => Precondition::Absent,
         };
-        match app.store.put(&key, value.clone(), precondition).await {
+        match app.store.put(&key, value, precondition).await {
             Ok(kv) => {
                 app.metrics.record_write(kind.kind, &action.to_string());
                 return Ok(Written {
@@ -282,7 +307,9 @@ pub async fn delete(
         Err(StoreError::PreconditionFailed { actual, .. }) => match (revision, actual) {
             (_, None) => Err(not_found(kind, namespace, name)),
             (Some(rv), actual) => Err(stale(kind, namespace, name, rv, actual)),
-            (None, Some(_)) => Err(ApiError::internal("delete precondition failed unexpectedly").into()),
+            (None, Some(_)) => {
+                Err(ApiError::internal("delete precondition failed unexpectedly").into())
+            }
         },
         Err(e) => Err(e.into()),
     }
@@ -298,7 +325,8 @@ pub struct ApplyItem {
 
 fn identity(item: &ApplyItem) -> (Option<String>, String) {
     let meta = &item.value["metadata"];
-    let ns = item.kind.namespaced.then(|| meta["namespace"].as_str().unwrap_or("default").to_string());
+    let ns =
+        item.kind.namespaced.then(|| meta["namespace"].as_str().unwrap_or("default").to_string());
     (ns, meta["name"].as_str().unwrap_or_default().to_string())
 }
 
@@ -310,7 +338,10 @@ pub async fn apply(app: &AppState, items: &[ApplyItem], dry_run: bool) -> Result
         if let Some(prev) = seen.insert((item.kind.kind, ns.clone(), name.clone()), item.document) {
             return Err(ApiError::invalid(
                 "metadata.name",
-                format!("{} also appears in document {prev}", what(item.kind, ns.as_deref(), &name)),
+                format!(
+                    "{} also appears in document {prev}",
+                    what(item.kind, ns.as_deref(), &name)
+                ),
             )
             .in_document(item.document, None)
             .into());
@@ -323,7 +354,8 @@ pub async fn apply(app: &AppState, items: &[ApplyItem], dry_run: bool) -> Result
             let (ns, name) = identity(item);
             let key = keys::object(item.kind, ns.as_deref(), &name);
             let current = app.store.get(&key).await?;
-            let sent = requested_revision(&item.value).map_err(|e| Error(e.0.in_document(item.document, None)))?;
+            let sent = requested_revision(&item.value)
+                .map_err(|e| Error(e.0.in_document(item.document, None)))?;
             if let Some(rv) = sent
                 && current.as_ref().map(|c| c.mod_revision) != Some(rv)
             {
@@ -341,7 +373,7 @@ pub async fn apply(app: &AppState, items: &[ApplyItem], dry_run: bool) -> Result
                     Some(c) => Precondition::ModRevision(c.mod_revision),
                     None => Precondition::Absent,
                 };
-                ops.push(Op::Put { key, value: stored::encode(&next)?, precondition });
+                ops.push(Op::Put { key, value: stored::encode(next)?, precondition });
             }
             plans.push((item, ns, name, action, current.map_or(0, |c| c.mod_revision)));
         }

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 use weft_api::wire::{
-    ApplyResponse, CreatedToken, KindList, ListMeta, PollResponse, TokenInfo, TokenRequest, WatchEvent,
+    ApplyResponse, CreatedToken, KindList, ListMeta, PollResponse, TokenInfo, TokenRequest,
+    WatchEvent,
 };
 use weft_api::{API_VERSION, ApiError, KindInfo, kinds};
 
@@ -67,12 +68,37 @@ fn kind_paths(kind: &KindInfo, paths: &mut Map<String, Value>) {
     let ns_param = param("ns", "path", dns_label(), "Namespace");
     let name_param = param("name", "path", json!({ "type": "string" }), "Object name");
     let collection_params = vec![
-        param("watch", "query", json!({ "type": "boolean" }), "Stream changes as NDJSON watch events (push)"),
-        param("wait", "query", json!({ "type": "string" }), "Long-poll up to this long (e.g. 30s) for events after resourceVersion (pull)"),
-        param("resourceVersion", "query", json!({ "type": "string", "pattern": "^[0-9]*$" }), "With watch or wait: events after this revision"),
+        param(
+            "watch",
+            "query",
+            json!({ "type": "boolean" }),
+            "Stream changes as NDJSON watch events (push)",
+        ),
+        param(
+            "wait",
+            "query",
+            json!({ "type": "string" }),
+            "Long-poll up to this long (e.g. 30s) for events after resourceVersion (pull)",
+        ),
+        param(
+            "resourceVersion",
+            "query",
+            json!({ "type": "string", "pattern": "^[0-9]*$" }),
+            "With watch or wait: events after this revision",
+        ),
         param("labelSelector", "query", json!({ "type": "string" }), "e.g. app=web,tier!=db"),
-        param("timeoutSeconds", "query", json!({ "type": "integer", "minimum": 0 }), "With watch: end the stream after this long"),
-        param("limit", "query", json!({ "type": "integer", "minimum": 1 }), "With wait: most events in one batch"),
+        param(
+            "timeoutSeconds",
+            "query",
+            json!({ "type": "integer", "minimum": 0 }),
+            "With watch: end the stream after this long",
+        ),
+        param(
+            "limit",
+            "query",
+            json!({ "type": "integer", "minimum": 1 }),
+            "With wait: most events in one batch",
+        ),
     ];
     let collection_get = |params: Vec<Value>| {
         json!({
@@ -104,15 +130,28 @@ fn kind_paths(kind: &KindInfo, paths: &mut Map<String, Value>) {
         }
     });
     let object_ok = |code: &str, what: &str| {
-        (code.to_string(), json!({ "description": what, "content": { "application/json": { "schema": schema_ref(k) } } }))
+        (
+            code.to_string(),
+            json!({ "description": what, "content": { "application/json": { "schema": schema_ref(k) } } }),
+        )
     };
     let item = |params: Vec<Value>| {
         let mut read_params = params.clone();
         read_params.extend(collection_params.iter().take(3).cloned());
         let mut put_params = params.clone();
-        put_params.push(param("dryRun", "query", json!({ "type": "boolean" }), "Validate and show the result without writing"));
+        put_params.push(param(
+            "dryRun",
+            "query",
+            json!({ "type": "boolean" }),
+            "Validate and show the result without writing",
+        ));
         let mut delete_params = params.clone();
-        delete_params.push(param("resourceVersion", "query", json!({ "type": "string", "pattern": "^[0-9]*$" }), "Delete only if the object is at this revision"));
+        delete_params.push(param(
+            "resourceVersion",
+            "query",
+            json!({ "type": "string", "pattern": "^[0-9]*$" }),
+            "Delete only if the object is at this revision",
+        ));
         json!({
             "get": {
                 "summary": format!("Read a {} (watch=true / wait= to follow it)", kind.singular),
@@ -140,7 +179,12 @@ fn kind_paths(kind: &KindInfo, paths: &mut Map<String, Value>) {
     };
     let status = |params: Vec<Value>| {
         let mut put_params = params;
-        put_params.push(param("dryRun", "query", json!({ "type": "boolean" }), "Validate without writing"));
+        put_params.push(param(
+            "dryRun",
+            "query",
+            json!({ "type": "boolean" }),
+            "Validate without writing",
+        ));
         json!({
             "put": {
                 "summary": format!("Replace the status of a {} (system writers)", kind.singular),
@@ -156,8 +200,14 @@ fn kind_paths(kind: &KindInfo, paths: &mut Map<String, Value>) {
         let mut ns_collection = vec![ns_param.clone()];
         ns_collection.extend(collection_params.clone());
         paths.insert(format!("/api/v1/namespaces/{{ns}}/{p}"), collection_get(ns_collection));
-        paths.insert(format!("/api/v1/namespaces/{{ns}}/{p}/{{name}}"), item(vec![ns_param.clone(), name_param.clone()]));
-        paths.insert(format!("/api/v1/namespaces/{{ns}}/{p}/{{name}}/status"), status(vec![ns_param, name_param]));
+        paths.insert(
+            format!("/api/v1/namespaces/{{ns}}/{p}/{{name}}"),
+            item(vec![ns_param.clone(), name_param.clone()]),
+        );
+        paths.insert(
+            format!("/api/v1/namespaces/{{ns}}/{p}/{{name}}/status"),
+            status(vec![ns_param, name_param]),
+        );
         paths.insert(format!("/api/v1/{p}"), collection_get(collection_params.clone()));
     } else {
         paths.insert(format!("/api/v1/{p}"), collection_get(collection_params.clone()));
@@ -186,7 +236,11 @@ fn build() -> Value {
     generator.subschema_for::<CreatedToken>();
     let mut schemas = generator.take_definitions(true);
     for kind in kinds::KINDS {
-        if let Some(props) = schemas.get_mut(kind.kind).and_then(|s| s.get_mut("properties")).and_then(Value::as_object_mut) {
+        if let Some(props) = schemas
+            .get_mut(kind.kind)
+            .and_then(|s| s.get_mut("properties"))
+            .and_then(Value::as_object_mut)
+        {
             props.insert("apiVersion".into(), json!({ "const": API_VERSION }));
             props.insert("kind".into(), json!({ "const": kind.kind }));
         }
@@ -204,7 +258,8 @@ fn build() -> Value {
             }),
         );
     }
-    let any_object = json!({ "oneOf": kinds::KINDS.iter().map(|k| schema_ref(k.kind)).collect::<Vec<_>>() });
+    let any_object =
+        json!({ "oneOf": kinds::KINDS.iter().map(|k| schema_ref(k.kind)).collect::<Vec<_>>() });
     schemas.insert(
         "ApplyRequest".into(),
         json!({
@@ -304,6 +359,8 @@ fn build() -> Value {
 pub fn paths() -> Vec<String> {
     serde_json::from_slice::<Value>(document())
         .ok()
-        .and_then(|d| d.get("paths").and_then(Value::as_object).map(|p| p.keys().cloned().collect()))
+        .and_then(|d| {
+            d.get("paths").and_then(Value::as_object).map(|p| p.keys().cloned().collect())
+        })
         .unwrap_or_default()
 }

@@ -12,8 +12,7 @@ use weft_api::ApiError;
 use weft_api::wire::EventType;
 
 /// Canonical stored form: sorted keys, no resourceVersion.
-pub fn encode(value: &Value) -> Result<Bytes, ApiError> {
-    let mut v = value.clone();
+pub fn encode(mut v: Value) -> Result<Bytes, ApiError> {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
@@ -96,7 +95,7 @@ mod tests {
     #[test]
     fn splice_matches_slow_path() {
         let obj = json!({"apiVersion": "weft/v1", "kind": "Service", "metadata": {"name": "a", "resourceVersion": "9"}, "spec": {"x": 1}});
-        let stored = encode(&obj).unwrap();
+        let stored = encode(obj).unwrap();
         assert!(!String::from_utf8_lossy(&stored).contains("resourceVersion"));
         let fast: Value = serde_json::from_slice(&with_revision(&stored, 42)).unwrap();
         assert_eq!(fast, decode(&stored, 42).unwrap());

@@ -33,7 +33,8 @@ impl Connection {
         if let Some(s) = &self.server {
             return s.clone();
         }
-        read_trimmed(&self.data_dir().join(SERVER_FILE)).unwrap_or_else(|| DEFAULT_SERVER.to_string())
+        read_trimmed(&self.data_dir().join(SERVER_FILE))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string())
     }
 
     pub fn token(&self) -> Option<String> {

@@ -41,7 +41,11 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
             let code = match e {
                 ClientError::Unreachable { .. } => UNREACHABLE,
                 ClientError::InvalidUrl(_) => USAGE,
-                ClientError::Api(api) if matches!(api.code, ErrorCode::Invalid | ErrorCode::BadRequest) => USAGE,
+                ClientError::Api(api)
+                    if matches!(api.code, ErrorCode::Invalid | ErrorCode::BadRequest) =>
+                {
+                    USAGE
+                }
                 _ => FAILURE,
             };
             let line = match e {

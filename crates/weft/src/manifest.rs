@@ -50,18 +50,26 @@ pub fn load(paths: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<Loaded>> {
         let (source, text) = match f {
             None => {
                 let mut text = String::new();
-                std::io::stdin().read_to_string(&mut text).context("reading manifests from stdin")?;
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("reading manifests from stdin")?;
                 ("stdin".to_string(), text)
             }
             Some(path) => {
-                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| exit::usage(format!("{}: not UTF-8 text", path.display())))?;
                 (path.display().to_string(), text)
             }
         };
-        let docs = codec::parse_documents(&text).map_err(|e| exit::usage(format!("{source}: {}", e.message)))?;
-        out.extend(docs.into_iter().map(|d| Loaded { source: source.clone(), line: d.line, value: d.value }));
+        let docs = codec::parse_documents(&text)
+            .map_err(|e| exit::usage(format!("{source}: {}", e.message)))?;
+        out.extend(docs.into_iter().map(|d| Loaded {
+            source: source.clone(),
+            line: d.line,
+            value: d.value,
+        }));
     }
     if out.is_empty() {
         return Err(exit::usage("the manifests hold no objects"));

@@ -133,7 +133,12 @@ pub fn row(kind: &KindInfo, o: &Value, wide: bool, all_namespaces: bool) -> Vec<
             if wide {
                 let sel = s(o, &["spec", "selector"])
                     .as_object()
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
                     .unwrap_or_default();
                 let retries = format!("{}×", text(o, &["spec", "traffic", "retries", "attempts"]));
                 let rl = match text(o, &["spec", "traffic", "rateLimit", "requestsPerSecond"]) {
@@ -169,15 +174,25 @@ pub fn row(kind: &KindInfo, o: &Value, wide: bool, all_namespaces: bool) -> Vec<
             }
         }
         "Instance" => {
-            let ready = if s(o, &["status", "ready"]).as_bool() == Some(true) { "1/1" } else { "0/1" };
+            let ready =
+                if s(o, &["status", "ready"]).as_bool() == Some(true) { "1/1" } else { "0/1" };
             let phase = text(o, &["status", "phase"]);
             let reason = text(o, &["status", "reason"]);
-            let shown = if reason.is_empty() || phase == "Running" { phase } else { reason.clone() };
-            r.extend([name, ready.into(), or_dash(shown), num(o, &["status", "restarts"]).to_string(), age]);
+            let shown =
+                if reason.is_empty() || phase == "Running" { phase } else { reason.clone() };
+            r.extend([
+                name,
+                ready.into(),
+                or_dash(shown),
+                num(o, &["status", "restarts"]).to_string(),
+                age,
+            ]);
             if wide {
                 let ports = s(o, &["status", "ports"])
                     .as_object()
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(","))
+                    .map(|m| {
+                        m.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(",")
+                    })
                     .unwrap_or_default();
                 r.extend([
                     or_dash(text(o, &["spec", "node"])),
@@ -193,7 +208,10 @@ pub fn row(kind: &KindInfo, o: &Value, wide: bool, all_namespaces: bool) -> Vec<
                 .iter()
                 .filter(|a| a.get("ready").and_then(Value::as_bool) != Some(false))
                 .map(|a| {
-                    let port = a.get("ports").and_then(Value::as_object).and_then(|m| m.values().next().cloned());
+                    let port = a
+                        .get("ports")
+                        .and_then(Value::as_object)
+                        .and_then(|m| m.values().next().cloned());
                     match port {
                         Some(p) => format!("{}:{p}", text(a, &["ip"])),
                         None => text(a, &["ip"]),
@@ -231,7 +249,11 @@ pub fn row(kind: &KindInfo, o: &Value, wide: bool, all_namespaces: bool) -> Vec<
                         text(o, &["status", "allocatable", "cpu"]),
                         text(o, &["status", "allocatable", "memory"])
                     ),
-                    if s(o, &["status", "cgroups"]).as_bool() == Some(true) { "yes".into() } else { "no".into() },
+                    if s(o, &["status", "cgroups"]).as_bool() == Some(true) {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
                 ]);
             }
         }
@@ -303,7 +325,10 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["NAME", "AGE"], &[vec!["a-long-name".into(), "5s".into()], vec!["b".into(), "10m".into()]]);
+        let t = table(
+            &["NAME", "AGE"],
+            &[vec!["a-long-name".into(), "5s".into()], vec!["b".into(), "10m".into()]],
+        );
         let lines: Vec<_> = t.lines().collect();
         assert_eq!(lines[0], "NAME          AGE");
         assert_eq!(lines[1], "a-long-name   5s");
@@ -325,7 +350,12 @@ mod tests {
         for k in weft_api::kinds::KINDS {
             for wide in [false, true] {
                 for all in [false, true] {
-                    assert_eq!(headers(k, wide, all).len(), row(k, &json!({}), wide, all).len(), "{}", k.kind);
+                    assert_eq!(
+                        headers(k, wide, all).len(),
+                        row(k, &json!({}), wide, all).len(),
+                        "{}",
+                        k.kind
+                    );
                 }
             }
         }
@@ -333,7 +363,10 @@ mod tests {
 
     #[test]
     fn ages() {
-        let now = humantime::format_rfc3339_seconds(SystemTime::now() - std::time::Duration::from_secs(150)).to_string();
+        let now = humantime::format_rfc3339_seconds(
+            SystemTime::now() - std::time::Duration::from_secs(150),
+        )
+        .to_string();
         assert_eq!(age(&now), "2m");
         assert_eq!(age("garbage"), "?");
     }

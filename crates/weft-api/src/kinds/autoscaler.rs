@@ -29,7 +29,11 @@ fn one() -> i32 {
 }
 
 fn default_metrics() -> Vec<MetricSpec> {
-    vec![MetricSpec { kind: MetricType::Concurrency, target: Some(100.0), target_utilization: None }]
+    vec![MetricSpec {
+        kind: MetricType::Concurrency,
+        target: Some(100.0),
+        target_utilization: None,
+    }]
 }
 
 impl AutoscalerSpec {
@@ -38,7 +42,11 @@ impl AutoscalerSpec {
     }
 
     pub(crate) fn validate(&self, v: &mut Validator) {
-        v.check(self.target.kind == "Deployment", "spec.target.kind", "only Deployment can be scaled");
+        v.check(
+            self.target.kind == "Deployment",
+            "spec.target.kind",
+            "only Deployment can be scaled",
+        );
         if let Err(e) = validate::dns_label(&self.target.name) {
             v.error("spec.target.name", e);
         }
@@ -121,7 +129,10 @@ impl MetricSpec {
         match self.kind {
             MetricType::Concurrency | MetricType::Rps => {
                 match self.target {
-                    None => v.error(format!("{p}.target"), format!("is required for type {}", self.kind)),
+                    None => v.error(
+                        format!("{p}.target"),
+                        format!("is required for type {}", self.kind),
+                    ),
                     Some(t) if !(t.is_finite() && t > 0.0) => {
                         v.error(format!("{p}.target"), "must be more than 0")
                     }
@@ -212,8 +223,16 @@ impl Behavior {
         up.stabilization_window.get_or_insert(Duration::ZERO);
         up.policies.get_or_insert_with(|| {
             vec![
-                ScalePolicy { kind: PolicyType::Percent, value: 100, period: Duration::from_secs(15) },
-                ScalePolicy { kind: PolicyType::Instances, value: 4, period: Duration::from_secs(15) },
+                ScalePolicy {
+                    kind: PolicyType::Percent,
+                    value: 100,
+                    period: Duration::from_secs(15),
+                },
+                ScalePolicy {
+                    kind: PolicyType::Instances,
+                    value: 4,
+                    period: Duration::from_secs(15),
+                },
             ]
         });
         up.select_policy.get_or_insert(SelectPolicy::Max);
@@ -221,7 +240,11 @@ impl Behavior {
         down.cooldown.get_or_insert(Duration::from_secs(300));
         down.stabilization_window.get_or_insert(Duration::from_secs(300));
         down.policies.get_or_insert_with(|| {
-            vec![ScalePolicy { kind: PolicyType::Percent, value: 100, period: Duration::from_secs(15) }]
+            vec![ScalePolicy {
+                kind: PolicyType::Percent,
+                value: 100,
+                period: Duration::from_secs(15),
+            }]
         });
         down.select_policy.get_or_insert(SelectPolicy::Max);
     }
@@ -229,7 +252,11 @@ impl Behavior {
     fn validate(&self, v: &mut Validator) {
         let p = "spec.behavior";
         let t = self.tolerance;
-        v.check(t.is_finite() && (0.0..1.0).contains(&t), format!("{p}.tolerance"), "must be at least 0 and less than 1");
+        v.check(
+            t.is_finite() && (0.0..1.0).contains(&t),
+            format!("{p}.tolerance"),
+            "must be at least 0 and less than 1",
+        );
         v.check(!self.stable_window.is_zero(), format!("{p}.stableWindow"), "must be more than 0s");
         for (rules, name) in [(&self.scale_up, "scaleUp"), (&self.scale_down, "scaleDown")] {
             for (i, pol) in rules.policies.iter().flatten().enumerate() {
@@ -240,16 +267,26 @@ impl Behavior {
             if rules.policies.as_ref().is_some_and(Vec::is_empty)
                 && rules.select_policy != Some(SelectPolicy::Disabled)
             {
-                v.error(format!("{p}.{name}.policies"), "needs at least one policy (or selectPolicy: Disabled)");
+                v.error(
+                    format!("{p}.{name}.policies"),
+                    "needs at least one policy (or selectPolicy: Disabled)",
+                );
             }
         }
         let th = self.panic.threshold;
-        v.check(th.is_finite() && th > 1.0, format!("{p}.panic.threshold"), "must be more than 1.0");
+        v.check(
+            th.is_finite() && th > 1.0,
+            format!("{p}.panic.threshold"),
+            "must be more than 1.0",
+        );
         v.check(!self.panic.window.is_zero(), format!("{p}.panic.window"), "must be more than 0s");
         v.check(
             self.panic.window <= self.stable_window,
             format!("{p}.panic.window"),
-            format!("{} is longer than the stable window {}", self.panic.window, self.stable_window),
+            format!(
+                "{} is longer than the stable window {}",
+                self.panic.window, self.stable_window
+            ),
         );
     }
 }

@@ -19,11 +19,17 @@ impl EndpointsSpec {
     pub(crate) fn validate(&self, v: &mut Validator) {
         for (i, a) in self.addresses.iter().enumerate() {
             if a.ip.parse::<std::net::IpAddr>().is_err() {
-                v.error(format!("spec.addresses[{i}].ip"), format!("{:?} is not an IP address", a.ip));
+                v.error(
+                    format!("spec.addresses[{i}].ip"),
+                    format!("{:?} is not an IP address", a.ip),
+                );
             }
             for (name, port) in &a.ports {
                 if *port == 0 {
-                    v.error(format!("spec.addresses[{i}].ports[{name:?}]"), "must be between 1 and 65535");
+                    v.error(
+                        format!("spec.addresses[{i}].ports[{name:?}]"),
+                        "must be between 1 and 65535",
+                    );
                 }
             }
         }

@@ -233,7 +233,8 @@ info!(INSTANCE, Instance, "instances", "instance", ["inst"], namespaced: true, s
 info!(ENDPOINTS, Endpoints, "endpoints", "endpoint", ["ep"], namespaced: true, system: true);
 
 /// Every kind, in the order users meet them.
-pub static KINDS: [&KindInfo; 6] = [&DEPLOYMENT, &SERVICE, &AUTOSCALER, &INSTANCE, &ENDPOINTS, &NODE];
+pub static KINDS: [&KindInfo; 6] =
+    [&DEPLOYMENT, &SERVICE, &AUTOSCALER, &INSTANCE, &ENDPOINTS, &NODE];
 
 /// Finds a kind by any of its names, case-insensitively (`Deployment`, `deployments`, `deploy`).
 pub fn lookup(name: &str) -> Option<&'static KindInfo> {
@@ -247,7 +248,11 @@ pub fn by_plural(plural: &str) -> Option<&'static KindInfo> {
 
 /// A one-line hint listing the kinds, for "unknown kind" errors.
 pub fn known_kinds() -> String {
-    KINDS.iter().map(|k| format!("{} ({})", k.singular, k.short.join(", "))).collect::<Vec<_>>().join(", ")
+    KINDS
+        .iter()
+        .map(|k| format!("{} ({})", k.singular, k.short.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn normalize_as<T: Resource>(value: Value) -> Result<Value, ApiError> {
@@ -262,7 +267,8 @@ fn normalize_as<T: Resource>(value: Value) -> Result<Value, ApiError> {
     obj.metadata().validate(&mut v, info.namespaced, !info.namespaced);
     obj.validate_spec(&mut v);
     v.finish()?;
-    serde_json::to_value(&obj).map_err(|e| ApiError::internal(format!("re-encoding {}: {e}", T::KIND)))
+    serde_json::to_value(&obj)
+        .map_err(|e| ApiError::internal(format!("re-encoding {}: {e}", T::KIND)))
 }
 
 /// Decodes a typed object from JSON, turning serde's complaint into an error that names the
@@ -303,10 +309,18 @@ fn schema_of<T: Resource>(generator: &mut schemars::SchemaGenerator) -> schemars
 /// Checks `apiVersion` and `kind` of a raw object and finds its kind.
 pub fn kind_of(value: &Value) -> Result<&'static KindInfo, ApiError> {
     let Some(obj) = value.as_object() else {
-        return Err(ApiError::invalid("", "expected an object with apiVersion, kind, metadata and spec"));
+        return Err(ApiError::invalid(
+            "",
+            "expected an object with apiVersion, kind, metadata and spec",
+        ));
     };
     match obj.get("apiVersion") {
-        None => return Err(ApiError::invalid("apiVersion", format!("is required (use {API_VERSION})"))),
+        None => {
+            return Err(ApiError::invalid(
+                "apiVersion",
+                format!("is required (use {API_VERSION})"),
+            ));
+        }
         Some(Value::String(v)) if v == API_VERSION => {}
         Some(other) => {
             return Err(ApiError::invalid(
@@ -318,18 +332,22 @@ pub fn kind_of(value: &Value) -> Result<&'static KindInfo, ApiError> {
     let kind = match obj.get("kind") {
         None => return Err(ApiError::invalid("kind", "is required")),
         Some(Value::String(k)) => k,
-        Some(other) => return Err(ApiError::invalid("kind", format!("{other} is not a kind name"))),
+        Some(other) => {
+            return Err(ApiError::invalid("kind", format!("{other} is not a kind name")));
+        }
     };
     KINDS.iter().copied().find(|k| k.kind == kind).ok_or_else(|| {
-        let hint = lookup(kind)
-            .map(|k| format!(" (did you mean {}?)", k.kind))
-            .unwrap_or_else(|| {
+        let hint =
+            lookup(kind).map(|k| format!(" (did you mean {}?)", k.kind)).unwrap_or_else(|| {
                 format!(
                     " (known kinds: {})",
                     KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
                 )
             });
-        ApiError { code: ErrorCode::Invalid, ..ApiError::invalid("kind", format!("unknown kind {kind:?}{hint}")) }
+        ApiError {
+            code: ErrorCode::Invalid,
+            ..ApiError::invalid("kind", format!("unknown kind {kind:?}{hint}"))
+        }
     })
 }
 

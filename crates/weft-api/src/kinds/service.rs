@@ -41,7 +41,10 @@ impl ServiceSpec {
                         v.error(format!("{field}.name"), e);
                     }
                     if let Some(j) = names.insert(n.clone(), i) {
-                        v.error(format!("{field}.name"), format!("{n:?} is already used by ports[{j}]"));
+                        v.error(
+                            format!("{field}.name"),
+                            format!("{n:?} is already used by ports[{j}]"),
+                        );
                     }
                 }
                 None if self.ports.len() > 1 => {
@@ -53,7 +56,10 @@ impl ServiceSpec {
                 v.error(format!("{field}.port"), "must be between 1 and 65535");
             }
             if let Some(j) = numbers.insert(p.port, i) {
-                v.error(format!("{field}.port"), format!("{} is already used by ports[{j}]", p.port));
+                v.error(
+                    format!("{field}.port"),
+                    format!("{} is already used by ports[{j}]", p.port),
+                );
             }
         }
         self.traffic.validate(v);
@@ -163,8 +169,7 @@ impl TrafficPolicy {
 }
 
 fn is_header_name(h: &str) -> bool {
-    !h.is_empty()
-        && h.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+    !h.is_empty() && h.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -292,9 +297,13 @@ impl<'de> Deserialize<'de> for RetryOn {
             Text(String),
         }
         let status = |n: i64| {
-            u16::try_from(n).ok().filter(|n| (100..=599).contains(n)).map(RetryOn::Status).ok_or_else(
-                || serde::de::Error::custom(format!("{n} is not an HTTP status code (100-599)")),
-            )
+            u16::try_from(n)
+                .ok()
+                .filter(|n| (100..=599).contains(n))
+                .map(RetryOn::Status)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("{n} is not an HTTP status code (100-599)"))
+                })
         };
         match Raw::deserialize(d)? {
             Raw::Code(n) => status(n),
@@ -402,7 +411,11 @@ impl CircuitBreaker {
             "must be at most 100",
         );
         if self.consecutive_errors > 0 {
-            v.check(!self.ejection_time.is_zero(), format!("{p}.ejectionTime"), "must be more than 0s");
+            v.check(
+                !self.ejection_time.is_zero(),
+                format!("{p}.ejectionTime"),
+                "must be more than 0s",
+            );
         }
     }
 }
@@ -413,10 +426,16 @@ mod tests {
 
     #[test]
     fn retry_on_mixed_list() {
-        let v: Vec<RetryOn> = serde_json::from_str(r#"["connect-failure", 503, "5xx", "502"]"#).unwrap();
+        let v: Vec<RetryOn> =
+            serde_json::from_str(r#"["connect-failure", 503, "5xx", "502"]"#).unwrap();
         assert_eq!(
             v,
-            vec![RetryOn::ConnectFailure, RetryOn::Status(503), RetryOn::Server5xx, RetryOn::Status(502)]
+            vec![
+                RetryOn::ConnectFailure,
+                RetryOn::Status(503),
+                RetryOn::Server5xx,
+                RetryOn::Status(502)
+            ]
         );
         assert_eq!(serde_json::to_string(&v).unwrap(), r#"["connect-failure",503,"5xx",502]"#);
         let e = serde_json::from_str::<RetryOn>(r#""sometimes""#).unwrap_err().to_string();

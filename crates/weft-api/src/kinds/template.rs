@@ -114,10 +114,16 @@ impl Template {
                 v.error(format!("{field}.port"), "must be between 1 and 65535");
             }
             if let Some(j) = names.insert(p.name.as_str(), i) {
-                v.error(format!("{field}.name"), format!("{:?} is already used by ports[{j}]", p.name));
+                v.error(
+                    format!("{field}.name"),
+                    format!("{:?} is already used by ports[{j}]", p.name),
+                );
             }
             if let Some(j) = numbers.insert(p.port, i) {
-                v.error(format!("{field}.port"), format!("{} is already used by ports[{j}]", p.port));
+                v.error(
+                    format!("{field}.port"),
+                    format!("{} is already used by ports[{j}]", p.port),
+                );
             }
         }
         self.resources.validate(v, &format!("{path}.resources"));
@@ -238,11 +244,11 @@ impl<'de> Deserialize<'de> for PortRef {
             Name(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Number(n) => u16::try_from(n)
-                .ok()
-                .filter(|n| *n > 0)
-                .map(PortRef::Number)
-                .ok_or_else(|| serde::de::Error::custom(format!("port {n} is not between 1 and 65535"))),
+            Raw::Number(n) => {
+                u16::try_from(n).ok().filter(|n| *n > 0).map(PortRef::Number).ok_or_else(|| {
+                    serde::de::Error::custom(format!("port {n} is not between 1 and 65535"))
+                })
+            }
             Raw::Name(s) => match s.parse::<u16>() {
                 Ok(n) if n > 0 => Ok(PortRef::Number(n)),
                 _ if s.is_empty() => Err(serde::de::Error::custom("port name is empty")),
@@ -270,10 +276,10 @@ impl Resources {
     /// Kubernetes' rule: a limit without a request requests the limit.
     pub(crate) fn apply_defaults(&mut self) {
         if self.requests.cpu.is_none() {
-            self.requests.cpu = self.limits.cpu.clone();
+            self.requests.cpu = self.limits.cpu;
         }
         if self.requests.memory.is_none() {
-            self.requests.memory = self.limits.memory.clone();
+            self.requests.memory = self.limits.memory;
         }
     }
 

@@ -10,7 +10,9 @@ use crate::exit;
 use crate::manifest;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  weft apply -f examples/shop.yaml\n  weft apply -f manifests/ -R\n  cat app.yaml | weft apply -f -\n  weft apply -f app.yaml --dry-run")]
+#[command(
+    after_help = "Examples:\n  weft apply -f examples/shop.yaml\n  weft apply -f manifests/ -R\n  cat app.yaml | weft apply -f -\n  weft apply -f app.yaml --dry-run"
+)]
 pub struct ApplyArgs {
     /// Manifest file, directory, or - for stdin (repeatable)
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-", required = true)]
@@ -31,7 +33,8 @@ pub async fn run(conn: &Connection, args: ApplyArgs) -> anyhow::Result<()> {
     // Check locally first: the same validation the server runs, but errors can name the file.
     for l in &loaded {
         let mut value = l.value.clone();
-        if let (Some(ns), Some(meta)) = (&args.namespace, value.get_mut("metadata").and_then(|m| m.as_object_mut()))
+        if let (Some(ns), Some(meta)) =
+            (&args.namespace, value.get_mut("metadata").and_then(|m| m.as_object_mut()))
         {
             meta.entry("namespace").or_insert_with(|| ns.clone().into());
         }
@@ -48,7 +51,8 @@ pub async fn run(conn: &Connection, args: ApplyArgs) -> anyhow::Result<()> {
             // Point server-side errors at the file the object came from.
             if let Some(l) = e.document.and_then(|d| loaded.get(d - 1)) {
                 let message = strip_document_prefix(&e.message);
-                let what = kinds::describe_raw(&l.value).map(|w| format!("{w}: ")).unwrap_or_default();
+                let what =
+                    kinds::describe_raw(&l.value).map(|w| format!("{w}: ")).unwrap_or_default();
                 e.message = format!("{}: {what}{message}", l.origin());
             }
             return Err(ClientError::Api(e).into());
@@ -57,7 +61,8 @@ pub async fn run(conn: &Connection, args: ApplyArgs) -> anyhow::Result<()> {
     };
     let suffix = if args.dry_run { " (dry run)" } else { "" };
     for r in resp.results {
-        let singular = kinds::lookup(&r.kind).map_or(r.kind.to_lowercase(), |k| k.singular.to_string());
+        let singular =
+            kinds::lookup(&r.kind).map_or(r.kind.to_lowercase(), |k| k.singular.to_string());
         println!("{singular}/{} {}{suffix}", r.name, r.action);
     }
     Ok(())
@@ -77,7 +82,10 @@ fn strip_document_prefix(message: &str) -> &str {
 mod tests {
     #[test]
     fn strips_document_prefix() {
-        assert_eq!(super::strip_document_prefix("document 2 (Deployment web): spec.x: bad"), "spec.x: bad");
+        assert_eq!(
+            super::strip_document_prefix("document 2 (Deployment web): spec.x: bad"),
+            "spec.x: bad"
+        );
         assert_eq!(super::strip_document_prefix("spec.x: bad"), "spec.x: bad");
     }
 }

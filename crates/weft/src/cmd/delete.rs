@@ -9,7 +9,9 @@ use crate::connect::Connection;
 use crate::{exit, manifest};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  weft delete deploy catalog\n  weft delete -f examples/shop.yaml")]
+#[command(
+    after_help = "Examples:\n  weft delete deploy catalog\n  weft delete -f examples/shop.yaml"
+)]
 pub struct DeleteArgs {
     /// Kind of the objects to delete
     #[arg(required_unless_present = "files", conflicts_with = "files")]
@@ -29,7 +31,8 @@ pub async fn run(conn: &Connection, args: DeleteArgs) -> anyhow::Result<()> {
     let mut targets = Vec::new();
     if !args.files.is_empty() {
         for l in manifest::load(&args.files, args.recursive)? {
-            let kind = kinds::kind_of(&l.value).map_err(|e| exit::usage(format!("{}: {}", l.origin(), e.message)))?;
+            let kind = kinds::kind_of(&l.value)
+                .map_err(|e| exit::usage(format!("{}: {}", l.origin(), e.message)))?;
             let meta = &l.value["metadata"];
             let name = meta["name"]
                 .as_str()
@@ -41,7 +44,10 @@ pub async fn run(conn: &Connection, args: DeleteArgs) -> anyhow::Result<()> {
     } else {
         let kind = resolve_kind(args.kind.as_deref().unwrap_or_default())?;
         if args.names.is_empty() {
-            return Err(exit::usage(format!("name the {} to delete: weft delete {} NAME", kind.plural, kind.singular)));
+            return Err(exit::usage(format!(
+                "name the {} to delete: weft delete {} NAME",
+                kind.plural, kind.singular
+            )));
         }
         for n in &args.names {
             targets.push((kind, args.namespace.clone(), n.clone()));
@@ -61,7 +67,11 @@ pub async fn run(conn: &Connection, args: DeleteArgs) -> anyhow::Result<()> {
         }
     }
     if failed > 0 {
-        return Err(exit::Exit { code: exit::FAILURE, message: format!("{failed} object(s) could not be deleted") }.into());
+        return Err(exit::Exit {
+            code: exit::FAILURE,
+            message: format!("{failed} object(s) could not be deleted"),
+        }
+        .into());
     }
     Ok(())
 }

@@ -10,7 +10,9 @@ use crate::connect::Connection;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  weft describe deploy catalog\n  weft describe inst catalog-7d4f9-x2k8p")]
+#[command(
+    after_help = "Examples:\n  weft describe deploy catalog\n  weft describe inst catalog-7d4f9-x2k8p"
+)]
 pub struct DescribeArgs {
     pub kind: String,
     pub name: String,
@@ -41,9 +43,11 @@ fn text(v: &Value, path: &[&str]) -> String {
 
 fn map_line(v: &Value) -> String {
     match v.as_object() {
-        Some(m) if !m.is_empty() => {
-            m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(&v.to_string()))).collect::<Vec<_>>().join(", ")
-        }
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(&v.to_string())))
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => "<none>".into(),
     }
 }
@@ -96,7 +100,11 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
             line(&mut out, "Timeout", text(o, &["spec", "traffic", "timeout"]));
         }
         "Autoscaler" => {
-            line(&mut out, "Target", format!("Deployment/{}", text(o, &["spec", "target", "name"])));
+            line(
+                &mut out,
+                "Target",
+                format!("Deployment/{}", text(o, &["spec", "target", "name"])),
+            );
             line(
                 &mut out,
                 "Replicas",

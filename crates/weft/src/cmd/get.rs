@@ -13,7 +13,9 @@ use crate::exit;
 use crate::output::{self, Format};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Kinds: deployment (deploy), service (svc), autoscaler (as), instance (inst), endpoints (ep), node (no)\n\nExamples:\n  weft get deploy\n  weft get inst -o wide -w\n  weft get svc catalog -o yaml\n  weft get inst -A -l deployment=catalog")]
+#[command(
+    after_help = "Kinds: deployment (deploy), service (svc), autoscaler (as), instance (inst), endpoints (ep), node (no)\n\nExamples:\n  weft get deploy\n  weft get inst -o wide -w\n  weft get svc catalog -o yaml\n  weft get inst -A -l deployment=catalog"
+)]
 pub struct GetArgs {
     /// What to get: a kind, in singular, plural or short form
     pub kind: String,
@@ -67,7 +69,11 @@ pub async fn run(conn: &Connection, args: GetArgs) -> anyhow::Result<()> {
     match args.output {
         Format::Table | Format::Wide => {
             if items.is_empty() {
-                let place = if all || !kind.namespaced { String::new() } else { format!(" in namespace {}", args.namespace) };
+                let place = if all || !kind.namespaced {
+                    String::new()
+                } else {
+                    format!(" in namespace {}", args.namespace)
+                };
                 eprintln!("No {} found{place}.", kind.plural);
                 if args.watch {
                     writeln!(out, "{}", headers.join("   "))?;
@@ -96,14 +102,20 @@ pub async fn run(conn: &Connection, args: GetArgs) -> anyhow::Result<()> {
     if !args.watch {
         return Ok(());
     }
-    let mut stream = client.watch(kind, ns, args.name.as_deref(), selector.as_ref(), revision).await?;
+    let mut stream =
+        client.watch(kind, ns, args.name.as_deref(), selector.as_ref(), revision).await?;
     while let Some(ev) = stream.next().await {
         let ev = ev?;
         let mut out = std::io::stdout().lock();
         match ev.kind {
             EventType::Bookmark => continue,
             EventType::Error => {
-                let msg = ev.object.get("message").and_then(Value::as_str).unwrap_or("watch failed").to_string();
+                let msg = ev
+                    .object
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("watch failed")
+                    .to_string();
                 return Err(anyhow::anyhow!(msg));
             }
             _ => {}
@@ -120,7 +132,12 @@ pub async fn run(conn: &Connection, args: GetArgs) -> anyhow::Result<()> {
             }
             Format::Yaml => write!(out, "---\n{}", output::yaml(&ev.object))?,
             Format::Json => writeln!(out, "{}", serde_json::to_string(&ev.object)?)?,
-            Format::Name => writeln!(out, "{} {}", output::kind_name(kind, &ev.object), ev.kind.to_string().to_lowercase())?,
+            Format::Name => writeln!(
+                out,
+                "{} {}",
+                output::kind_name(kind, &ev.object),
+                ev.kind.to_string().to_lowercase()
+            )?,
         }
         out.flush()?;
     }

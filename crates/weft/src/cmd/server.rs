@@ -14,7 +14,9 @@ use crate::connect::{Connection, SERVER_FILE};
 use crate::exit::{self, Exit};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "The server keeps its store (store.redb), an admin token (admin.token) and its address (server)\nin the data dir; `weft get` and friends find the latter two there.\n\nExample:\n  weft server --data-dir /var/lib/weft --listen 127.0.0.1:7070")]
+#[command(
+    after_help = "The server keeps its store (store.redb), an admin token (admin.token) and its address (server)\nin the data dir; `weft get` and friends find the latter two there.\n\nExample:\n  weft server --data-dir /var/lib/weft --listen 127.0.0.1:7070"
+)]
 pub struct ServerArgs {
     /// Address to serve the api on (use 0.0.0.0:7070 to accept other machines)
     #[arg(long, default_value = "127.0.0.1:7070")]
@@ -52,7 +54,8 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Embedded> {
 }
 
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the data dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data dir {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -62,9 +65,9 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
-    listen
-        .parse()
-        .map_err(|_| exit::usage(format!("--listen {listen:?} is not an address such as 127.0.0.1:7070")))
+    listen.parse().map_err(|_| {
+        exit::usage(format!("--listen {listen:?} is not an address such as 127.0.0.1:7070"))
+    })
 }
 
 pub fn limits(args: &ServerArgs) -> anyhow::Result<Limits> {
@@ -83,24 +86,38 @@ pub fn limits(args: &ServerArgs) -> anyhow::Result<Limits> {
     if bookmark.is_zero() {
         return Err(exit::usage("--bookmark-interval must be more than 0s"));
     }
-    Ok(Limits { max_body, history: args.history, bookmark_interval: bookmark.as_std(), ..Limits::default() })
+    Ok(Limits {
+        max_body,
+        history: args.history,
+        bookmark_interval: bookmark.as_std(),
+        ..Limits::default()
+    })
 }
 
 /// Binds, saying clearly when the port is taken.
-pub async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+pub async fn bind(
+    addr: SocketAddr,
+    what: &str,
+    flag: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             format!(" (is another weft running? choose another address with {flag})")
         } else {
             String::new()
         };
-        Exit { code: exit::FAILURE, message: format!("cannot listen for the {what} on {addr}: {e}{hint}") }.into()
+        Exit {
+            code: exit::FAILURE,
+            message: format!("cannot listen for the {what} on {addr}: {e}{hint}"),
+        }
+        .into()
     })
 }
 
 /// The URL clients on this machine should use for a listener.
 pub fn local_url(addr: SocketAddr) -> String {
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let host =
+        if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     format!("http://{host}:{}", addr.port())
 }
 
@@ -109,13 +126,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -132,7 +150,8 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     // Many watchers each hold a socket; the default soft limit of 1024 would cap them.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let store = open_store(&data_dir)?;
-    let server = Server::start(Arc::new(store), limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
+    let server =
+        Server::start(Arc::new(store), limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     server.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let listener = bind(addr, "api", "--listen").await?;
     let local = listener.local_addr().context("reading the bound address")?;
@@ -144,9 +163,16 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
         "weft api server on {url}\n  data dir:    {}\n  admin token: {}\n  try:         weft get nodes{}",
         data_dir.display(),
         data_dir.join(weft_server::auth::ADMIN_TOKEN_FILE).display(),
-        if conn.data_dir.is_some() { format!(" --data-dir {}", data_dir.display()) } else { String::new() }
+        if conn.data_dir.is_some() {
+            format!(" --data-dir {}", data_dir.display())
+        } else {
+            String::new()
+        }
     );
-    server.serve(listener, shutdown_signal(), Duration::from_secs(5)).await.context("serving the api")?;
+    server
+        .serve(listener, shutdown_signal(), Duration::from_secs(5))
+        .await
+        .context("serving the api")?;
     eprintln!("weft api server stopped");
     Ok(())
 }

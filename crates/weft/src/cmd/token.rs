@@ -10,7 +10,9 @@ use crate::output;
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
     /// Create a token; prints the token alone on stdout (details on stderr)
-    #[command(after_help = "Example:\n  export WEFT_TOKEN=$(weft token create --role viewer --ttl 24h)")]
+    #[command(
+        after_help = "Example:\n  export WEFT_TOKEN=$(weft token create --role viewer --ttl 24h)"
+    )]
     Create {
         /// admin, viewer, agent or proxy
         #[arg(long)]
@@ -38,12 +40,17 @@ pub async fn run(conn: &Connection, cmd: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Create { role, ttl, description } => {
             let role: Role = role.parse().map_err(exit::usage)?;
             let ttl = match ttl {
-                Some(t) => Some(t.parse::<Duration>().map_err(|e| exit::usage(format!("--ttl: {e}")))?),
+                Some(t) => {
+                    Some(t.parse::<Duration>().map_err(|e| exit::usage(format!("--ttl: {e}")))?)
+                }
                 None => None,
             };
             let created = client.create_token(role, ttl, &description).await?;
             let expires = created.info.expires.clone().unwrap_or_else(|| "never".into());
-            eprintln!("created {} token {} (expires: {expires})", created.info.role, created.info.id);
+            eprintln!(
+                "created {} token {} (expires: {expires})",
+                created.info.role, created.info.id
+            );
             println!("{}", created.token);
         }
         TokenCommand::List => {

@@ -1,0 +1,302 @@
+//! api-bench: durable writes/s, point reads/s and watch fan-out latency of a real `weft server`.
+//!
+//! Usage: cargo build --release -p weft -p weft-bench && target/release/api-bench
+//! (see --help). It starts its own server on a free port with a fresh data dir.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use weft_bench::http::{Conn, find, request};
+use weft_bench::server::{WeftServer, cpu_seconds, rss_mib, sibling_weft};
+use weft_bench::stats::{ms, percentile};
+
+#[derive(Parser)]
+#[command(about = "Measure a real weft api server: durable writes, point reads, watch fan-out")]
+struct Args {
+    /// The weft binary [default: next to this one]
+    #[arg(long)]
+    weft: Option<std::path::PathBuf>,
+    /// Which parts to run
+    #[arg(long, value_delimiter = ',', default_value = "writes,reads,fanout")]
+    only: Vec<String>,
+    #[arg(long, default_value_t = 32)]
+    write_clients: usize,
+    #[arg(long, default_value_t = 10)]
+    write_secs: u64,
+    #[arg(long, default_value_t = 32)]
+    read_clients: usize,
+    #[arg(long, default_value_t = 10)]
+    read_secs: u64,
+    #[arg(long, default_value_t = 10_000)]
+    watchers: usize,
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+fn service(name: &str, note: &str) -> Vec<u8> {
+    serde_json::json!({
+        "apiVersion": "weft/v1", "kind": "Service",
+        "metadata": { "name": name, "namespace": "default", "annotations": { "round": note } },
+        "spec": { "selector": { "deployment": name }, "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let weft = args.weft.clone().unwrap_or_else(sibling_weft);
+    let server = WeftServer::start(&weft, &[]).context("starting weft server")?;
+    println!("weft server pid {} at {} ({})", server.pid(), server.url, weft.display());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("machine: {cpus} cpus; load generator runs on the same machine");
+    if args.only.iter().any(|o| o == "writes") {
+        writes(&server, args.write_clients, Duration::from_secs(args.write_secs)).await?;
+    }
+    if args.only.iter().any(|o| o == "reads") {
+        reads(&server, args.read_clients, Duration::from_secs(args.read_secs)).await?;
+    }
+    if args.only.iter().any(|o| o == "fanout") {
+        fanout(&server, args.watchers, args.rounds).await?;
+    }
+    Ok(())
+}
+
+/// Runs `clients` closed-loop connections for `dur`, each sending what `make` builds.
+async fn closed_loop(
+    server: &WeftServer,
+    clients: usize,
+    dur: Duration,
+    expect: &'static [u16],
+    make: Arc<dyn Fn(usize, usize) -> Vec<u8> + Send + Sync>,
+) -> anyhow::Result<(usize, Vec<Duration>, Duration, f64)> {
+    let cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let addr = server.addr.clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(&addr).await?;
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let req = make(c, i);
+                let t = Instant::now();
+                let (status, body) = conn.roundtrip(&req).await?;
+                if !expect.contains(&status) {
+                    bail!("unexpected status {status}: {}", String::from_utf8_lossy(&body));
+                }
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu_seconds(server.pid()).unwrap_or(0.0) - cpu0;
+    all.sort();
+    Ok((all.len(), all, elapsed, cpu))
+}
+
+async fn writes(server: &WeftServer, clients: usize, dur: Duration) -> anyhow::Result<()> {
+    let token = server.token.clone();
+    // Each write changes the object (a new annotation), so every one is a real, durable write.
+    let make = Arc::new(move |c: usize, i: usize| {
+        let name = format!("w{c}-{}", i % 50);
+        request(
+            "PUT",
+            &format!("/api/v1/namespaces/default/services/{name}"),
+            &token,
+            Some(&service(&name, &i.to_string())),
+        )
+    });
+    let (n, lat, elapsed, cpu) = closed_loop(server, clients, dur, &[200, 201], make).await?;
+    let rate = n as f64 / elapsed.as_secs_f64();
+    println!(
+        "durable writes: {clients} clients, {:.1}s: {n} acknowledged, {rate:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms, server cpu {:.0} µs/write",
+        elapsed.as_secs_f64(),
+        ms(percentile(&lat, 50.0)),
+        ms(percentile(&lat, 99.0)),
+        cpu * 1e6 / n.max(1) as f64
+    );
+    Ok(())
+}
+
+async fn reads(server: &WeftServer, clients: usize, dur: Duration) -> anyhow::Result<()> {
+    let mut setup = Conn::connect(&server.addr).await?;
+    let (status, _) = setup
+        .roundtrip(&request(
+            "PUT",
+            "/api/v1/namespaces/default/services/r0",
+            &server.token,
+            Some(&service("r0", "0")),
+        ))
+        .await?;
+    if status >= 300 {
+        bail!("creating the read target failed: {status}");
+    }
+    let req = request("GET", "/api/v1/namespaces/default/services/r0", &server.token, None);
+    let make = Arc::new(move |_: usize, _: usize| req.clone());
+    let (n, lat, elapsed, cpu) = closed_loop(server, clients, dur, &[200], make).await?;
+    let rate = n as f64 / elapsed.as_secs_f64();
+    println!(
+        "point reads: {clients} clients, {:.1}s: {n} reads, {rate:.0} reads/s, p50 {:.3} ms, p99 {:.3} ms, server cpu {:.1} µs/read",
+        elapsed.as_secs_f64(),
+        ms(percentile(&lat, 50.0)),
+        ms(percentile(&lat, 99.0)),
+        cpu * 1e6 / n.max(1) as f64
+    );
+    Ok(())
+}
+
+async fn fanout(server: &WeftServer, watchers: usize, rounds: usize) -> anyhow::Result<()> {
+    let mut writer = Conn::connect(&server.addr).await?;
+    let put = |round: usize| {
+        request(
+            "PUT",
+            "/api/v1/namespaces/default/services/fanout",
+            &server.token,
+            Some(&service("fanout", &round.to_string())),
+        )
+    };
+    let (status, body) = writer.roundtrip(&put(0)).await?;
+    if status >= 300 {
+        bail!("creating the fan-out target failed: {status}");
+    }
+    let created: serde_json::Value = serde_json::from_slice(&body)?;
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let path =
+        format!("/api/v1/namespaces/default/services/fanout?watch=true&resourceVersion={rv}");
+    let watch_req = Arc::new(request("GET", &path, &server.token, None));
+    let received: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..=rounds).map(|_| AtomicUsize::new(0)).collect());
+    let connected = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(256));
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        let (addr, req, received, connected, gate) = (
+            server.addr.clone(),
+            watch_req.clone(),
+            received.clone(),
+            connected.clone(),
+            gate.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await?;
+            let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+            stream.write_all(&req).await?;
+            let mut buf = vec![0u8; 4096];
+            let mut window: Vec<u8> = Vec::with_capacity(8192);
+            // Wait for the response head before counting this watcher as connected.
+            loop {
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    bail!("watch closed before its headers");
+                }
+                window.extend_from_slice(&buf[..n]);
+                if let Some(end) = find(&window, b"\r\n\r\n") {
+                    if !window.starts_with(b"HTTP/1.1 200") {
+                        bail!("watch refused: {}", String::from_utf8_lossy(&window[..end]));
+                    }
+                    window.drain(..end + 4);
+                    break;
+                }
+            }
+            drop(permit);
+            connected.fetch_add(1, Ordering::SeqCst);
+            let mut times = Vec::with_capacity(rounds);
+            let mut next = 1;
+            while next <= rounds {
+                let needle = format!("\"round\":\"{next}\"");
+                if find(&window, needle.as_bytes()).is_some() {
+                    times.push(Instant::now());
+                    received[next].fetch_add(1, Ordering::SeqCst);
+                    next += 1;
+                    continue;
+                }
+                // Keep only a tail long enough to hold a needle split across reads.
+                if window.len() > 4096 {
+                    window.drain(..window.len() - 64);
+                }
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    bail!("watch closed early");
+                }
+                window.extend_from_slice(&buf[..n]);
+            }
+            Ok::<_, anyhow::Error>(times)
+        }));
+    }
+    while connected.load(Ordering::SeqCst) < watchers {
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("only {} of {watchers} watchers connected", connected.load(Ordering::SeqCst));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "watch fan-out: {watchers} watchers connected in {:.1}s; server rss {:.0} MiB",
+        t0.elapsed().as_secs_f64(),
+        rss_mib(server.pid()).unwrap_or(0.0)
+    );
+    let mut acks = Vec::new();
+    for round in 1..=rounds {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, _) = writer.roundtrip(&put(round)).await?;
+        let ack = Instant::now();
+        if status >= 300 {
+            bail!("write {round} failed: {status}");
+        }
+        acks.push(ack);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while received[round].load(Ordering::SeqCst) < watchers {
+            if Instant::now() > deadline {
+                bail!(
+                    "round {round}: only {} of {watchers} watchers got the change",
+                    received[round].load(Ordering::SeqCst)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mut per_round: Vec<Vec<Duration>> = vec![Vec::with_capacity(watchers); rounds];
+    for t in tasks {
+        let times = t.await??;
+        for (r, at) in times.into_iter().enumerate() {
+            per_round[r].push(at.saturating_duration_since(acks[r]));
+        }
+    }
+    let mut all = Vec::new();
+    for (r, mut lat) in per_round.into_iter().enumerate() {
+        lat.sort();
+        println!(
+            "  round {}: after ack p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            r + 1,
+            ms(percentile(&lat, 50.0)),
+            ms(percentile(&lat, 99.0)),
+            ms(*lat.last().unwrap_or(&Duration::ZERO))
+        );
+        all.extend(lat);
+    }
+    all.sort();
+    println!(
+        "watch fan-out: {watchers} watchers × {rounds} changes: delivery after ack p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(percentile(&all, 50.0)),
+        ms(percentile(&all, 99.0)),
+        ms(*all.last().unwrap_or(&Duration::ZERO))
+    );
+    Ok(())
+}
