@@ -77,5 +77,26 @@ fn bad(what: &str) -> io::Error {
 }
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    let (&first, rest) = needle.split_first()?;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        // Jump between candidate first bytes rather than comparing every window.
+        let at = hay[i..=hay.len() - needle.len()].iter().position(|b| *b == first)?;
+        let start = i + at;
+        if &hay[start + 1..start + needle.len()] == rest {
+            return Some(start);
+        }
+        i = start + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds() {
+        assert_eq!(super::find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(super::find(b"ab", b"abd"), None);
+        assert_eq!(super::find(b"xx\"round\":\"1\"", b"\"round\":\"1\""), Some(2));
+    }
 }

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;
+pub mod serve;
 pub mod state;
 pub mod stored;
 pub mod watch;
@@ -77,25 +78,14 @@ impl Server {
     ) -> std::io::Result<()> {
         let router = self.router();
         let shutdown = self.shutdown.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let graceful = async move {
+        let signal = async move {
             signal.await;
+            // Watch streams never end by themselves; tell them to.
             let _ = shutdown.send(true);
-            let _ = done_tx.send(());
         };
-        let server = axum::serve(listener, router).with_graceful_shutdown(graceful);
-        let result = tokio::select! {
-            r = server => r,
-            _ = async {
-                let _ = done_rx.await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!("requests still in flight after the grace period; stopping anyway");
-                Ok(())
-            }
-        };
+        serve::serve(listener, router, signal, grace).await;
         self.compactor.abort();
-        result
+        Ok(())
     }
 }
 

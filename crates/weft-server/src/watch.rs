@@ -39,10 +39,11 @@ pub async fn stream(
         }
     };
     let seq = app.cache.position(after)?;
-    let mut bookmark = tokio::time::interval_at(
-        Instant::now() + app.limits.bookmark_interval,
-        app.limits.bookmark_interval,
-    );
+    // Watchers that connect together (a fleet of sidecars after a restart) would otherwise get
+    // their bookmarks in one burst every interval; a random first delay spreads them out.
+    let period = app.limits.bookmark_interval;
+    let jitter = period.mul_f64(rand::random::<f64>());
+    let mut bookmark = tokio::time::interval_at(Instant::now() + period / 2 + jitter, period);
     bookmark.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let watcher = Watcher {
         rx: app.cache.subscribe(),
@@ -110,6 +111,8 @@ impl Watcher {
                         batch.events.into_iter().filter(|e| e.revision > self.after).collect();
                     if !events.is_empty() {
                         self.app.metrics.watch_events_sent.inc_by(events.len() as u64);
+                        // A stream that carries events needs no bookmark to move on.
+                        self.bookmark.reset();
                         return Some(concat_lines(&events));
                     }
                 }

@@ -33,7 +33,7 @@ use redb::{Database, DatabaseError, Durability, ReadableTable};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{KeyValue, Op, Revision, Store, StoreError, TxnResult, WatchStream};
-use codec::{FORMAT_VERSION, KV, LOG, META, META_COMPACTED, META_FORMAT, META_REVISION};
+use codec::{FORMAT_VERSION, KV, META, META_COMPACTED, META_FORMAT, META_REVISION};
 use writer::{Counters, Published, Request, Response, Work, Writer};
 
 /// Tuning knobs for [`Embedded::open_with`].
@@ -237,7 +237,6 @@ fn init(db: &Database, path: &Path) -> Result<(Revision, Revision), StoreError> 
     txn.set_durability(Durability::Immediate);
     let (revision, compacted) = {
         txn.open_table(KV).map_err(backend("create kv table"))?;
-        txn.open_table(LOG).map_err(backend("create log table"))?;
         let mut meta = txn.open_table(META).map_err(backend("create meta table"))?;
         let format = meta.get(META_FORMAT).map_err(backend("read meta"))?.map(|v| v.value());
         match format {

@@ -1,9 +1,12 @@
 //! On-disk layout of the embedded store.
 //!
-//! Three redb tables:
+//! Tables:
 //! - `kv`: key → current record (bookkeeping + value). Holds only live keys.
-//! - `log`: (revision, index within the transaction) → event. Watches replay it, so it is
-//!   keyed by revision first: resuming from any revision is a single range scan.
+//! - `log.<segment>`: (revision, index within the transaction) → event, one table per
+//!   [`SEGMENT`] revisions. Watches replay it, so it is keyed by revision first: resuming from
+//!   any revision is a range scan. Segments exist so that compaction can drop whole tables:
+//!   every write's history entry is eventually deleted, and deleting entries one by one cost
+//!   as much as writing them.
 //! - `meta`: the current revision, the compaction point and the format version. They are
 //!   written in the same redb transaction as the data, so they can never disagree with it.
 //!
@@ -17,14 +20,34 @@ use redb::TableDefinition;
 use crate::{Event, EventKind, KeyValue, Revision, StoreError};
 
 pub(super) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-pub(super) const LOG: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("log");
+/// Revisions per history segment table.
+pub(super) const SEGMENT: u64 = 4096;
+
+/// The segment holding a revision's history.
+pub(super) fn segment_of(revision: Revision) -> u64 {
+    revision / SEGMENT
+}
+
+pub(super) fn log_table_name(segment: u64) -> String {
+    format!("log.{segment:016x}")
+}
+
+/// The segment number of a table name, if it is a history segment.
+pub(super) fn parse_log_table_name(name: &str) -> Option<u64> {
+    u64::from_str_radix(name.strip_prefix("log.")?, 16).ok()
+}
+
+/// The table of one history segment.
+pub(super) fn log_table(name: &str) -> TableDefinition<'_, (u64, u32), &'static [u8]> {
+    TableDefinition::new(name)
+}
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(super) const META_REVISION: &str = "revision";
 pub(super) const META_COMPACTED: &str = "compacted";
 pub(super) const META_FORMAT: &str = "format";
 /// Version of the whole file layout, checked at open.
-pub(super) const FORMAT_VERSION: u64 = 1;
+pub(super) const FORMAT_VERSION: u64 = 2;
 
 const RECORD_V1: u8 = 1;
 const KIND_PUT: u8 = 0;

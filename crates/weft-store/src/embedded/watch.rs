@@ -25,7 +25,7 @@ use redb::Database;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::backend;
-use super::codec::{self, LOG, META, META_COMPACTED, META_REVISION};
+use super::codec::{self, META, META_COMPACTED, META_REVISION};
 use super::writer::Published;
 use crate::{Event, Revision, StoreError, WatchStream};
 
@@ -152,19 +152,30 @@ pub(super) fn read_history(
     if after < compacted {
         return Err(StoreError::Compacted { requested: after, compacted });
     }
-    let log = txn.open_table(LOG).map_err(backend("open log table"))?;
     let mut events = Vec::new();
     let mut high = after;
-    let entries = log.range((after.saturating_add(1), 0u32)..).map_err(backend("scan history"))?;
-    for (scanned, entry) in entries.enumerate() {
-        let (key, raw) = entry.map_err(backend("scan history"))?;
-        let (revision, _) = key.value();
-        if scanned >= limit && revision != high {
-            return Ok(Chunk { events, high, exhausted: false });
-        }
-        high = revision;
-        if let Some(event) = codec::decode_event(revision, raw.value(), prefix)? {
-            events.push(event);
+    let mut scanned = 0usize;
+    for segment in codec::segment_of(after.saturating_add(1))..=codec::segment_of(current) {
+        let name = codec::log_table_name(segment);
+        let log = match txn.open_table(codec::log_table(&name)) {
+            Ok(log) => log,
+            // A segment no write has reached yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(backend("open history segment")(e)),
+        };
+        let entries =
+            log.range((after.saturating_add(1), 0u32)..).map_err(backend("scan history"))?;
+        for entry in entries {
+            let (key, raw) = entry.map_err(backend("scan history"))?;
+            let (revision, _) = key.value();
+            if scanned >= limit && revision != high {
+                return Ok(Chunk { events, high, exhausted: false });
+            }
+            scanned += 1;
+            high = revision;
+            if let Some(event) = codec::decode_event(revision, raw.value(), prefix)? {
+                events.push(event);
+            }
         }
     }
     Ok(Chunk { events, high: high.max(current), exhausted: true })

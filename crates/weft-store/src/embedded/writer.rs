@@ -31,7 +31,7 @@ use redb::{Database, Durability, ReadableTable, Table};
 use tokio::sync::{broadcast, oneshot};
 
 use super::backend;
-use super::codec::{self, KV, LOG, META, META_COMPACTED, META_REVISION};
+use super::codec::{self, KV, META, META_COMPACTED, META_REVISION};
 use crate::{Event, EventKind, KeyValue, Op, Precondition, Revision, StoreError, TxnResult};
 
 /// What a caller asks the writer to do.
@@ -180,13 +180,26 @@ impl Writer {
         let mut dirty = false;
         {
             let mut kv = txn.open_table(KV).map_err(backend("open kv table"))?;
-            let mut log = txn.open_table(LOG).map_err(backend("open log table"))?;
+            // The history segment being appended to; a batch may cross into the next one.
+            let mut log: Option<(u64, Table<(u64, u32), &[u8]>)> = None;
             for request in batch.iter_mut() {
                 match &mut request.work {
                     Work::Txn(ops) => {
                         let ops = std::mem::take(ops);
                         let revision = self.revision + 1;
-                        match apply_txn(&mut kv, &mut log, ops, revision)? {
+                        let segment = codec::segment_of(revision);
+                        let table = match &mut log {
+                            Some((s, table)) if *s == segment => table,
+                            slot => {
+                                *slot = None;
+                                let name = codec::log_table_name(segment);
+                                let table = txn
+                                    .open_table(codec::log_table(&name))
+                                    .map_err(backend("open history segment"))?;
+                                &mut slot.insert((segment, table)).1
+                            }
+                        };
+                        match apply_txn(&mut kv, table, ops, revision)? {
                             Applied::Written { results, events: written } => {
                                 self.revision = revision;
                                 dirty = true;
@@ -212,8 +225,8 @@ impl Writer {
                         } else {
                             // The compaction point is what watchers check, so history is
                             // unreachable from this commit on; the deletes just reclaim space.
-                            log.retain_in(..=(revision, u32::MAX), |_, _| false)
-                                .map_err(backend("delete compacted history"))?;
+                            log = None;
+                            compact_history(&txn, revision)?;
                             self.compacted = revision;
                             dirty = true;
                             replies.push(Ok(Response::Compacted));
@@ -242,6 +255,37 @@ impl Writer {
             Ok(Duration::ZERO)
         }
     }
+}
+
+/// Drops history up to and including `revision`: whole segment tables where they are entirely
+/// compacted (cheap: their pages are freed without rewriting anything), and the leading entries
+/// of the segment the compaction point falls in.
+fn compact_history(txn: &redb::WriteTransaction, revision: Revision) -> Result<(), StoreError> {
+    let partial = codec::segment_of(revision);
+    let segment_end = (partial + 1) * codec::SEGMENT - 1;
+    let mut whole: Vec<String> = Vec::new();
+    use redb::TableHandle;
+    for handle in txn.list_tables().map_err(backend("list tables"))? {
+        let name = handle.name().to_string();
+        if let Some(segment) = codec::parse_log_table_name(&name)
+            && (segment < partial || (segment == partial && revision == segment_end))
+        {
+            whole.push(name);
+        }
+    }
+    for name in &whole {
+        txn.delete_table(codec::log_table(name))
+            .map_err(backend("drop compacted history segment"))?;
+    }
+    if revision < segment_end {
+        let name = codec::log_table_name(partial);
+        let mut table =
+            txn.open_table(codec::log_table(&name)).map_err(backend("open history segment"))?;
+        table
+            .retain_in(..=(revision, u32::MAX), |_, _| false)
+            .map_err(backend("delete compacted history"))?;
+    }
+    Ok(())
 }
 
 /// Applies one transaction at `revision`: first plans every op against the current state plus
