@@ -181,7 +181,7 @@ impl Writer {
         {
             let mut kv = txn.open_table(KV).map_err(backend("open kv table"))?;
             // The history segment being appended to; a batch may cross into the next one.
-            let mut log: Option<(u64, Table<(u64, u32), &[u8]>)> = None;
+            let mut log: Option<(u64, LogTable)> = None;
             for request in batch.iter_mut() {
                 match &mut request.work {
                     Work::Txn(ops) => {
@@ -256,6 +256,9 @@ impl Writer {
         }
     }
 }
+
+/// One open history segment table.
+type LogTable<'txn> = Table<'txn, (u64, u32), &'static [u8]>;
 
 /// Drops history up to and including `revision`: whole segment tables where they are entirely
 /// compacted (cheap: their pages are freed without rewriting anything), and the leading entries
