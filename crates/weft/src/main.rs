@@ -46,10 +46,14 @@ enum Command {
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
     /// Run the sidecar proxy (or a plain reverse proxy with --upstream)
-    Proxy(weft_proxy::ProxyArgs),
+    Proxy(Box<weft_proxy::ProxyArgs>),
 }
 
 fn main() -> ExitCode {
+    // The data plane parses only its own flags: the full CLI costs megabytes of resident memory.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "proxy") {
+        return weft_proxy::main_from_args(std::env::args_os().skip(1));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -66,7 +70,7 @@ fn main() -> ExitCode {
     init_logging(&cli.command);
     if let Command::Proxy(args) = &cli.command {
         // The proxy builds its own runtimes (one per core) and owns its exit codes.
-        return weft_proxy::main(args.clone());
+        return weft_proxy::main((**args).clone());
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -84,7 +88,7 @@ fn main() -> ExitCode {
             Command::Describe(args) => cmd::describe::run(conn, args).await,
             Command::Delete(args) => cmd::delete::run(conn, args).await,
             Command::Token(c) => cmd::token::run(conn, c).await,
-            Command::Proxy(args) => weft_proxy::run(args).await,
+            Command::Proxy(args) => weft_proxy::run(*args).await,
         }
     });
     // Watch streams and servers may hold tasks; do not wait for them on the way out.

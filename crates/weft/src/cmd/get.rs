@@ -124,7 +124,7 @@ pub async fn run(conn: &Connection, args: GetArgs) -> anyhow::Result<()> {
             Format::Table | Format::Wide => {
                 let mut r = output::row(kind, &ev.object, wide, all);
                 if ev.kind == EventType::Deleted
-                    && let Some(c) = r.iter_mut().rev().nth(0)
+                    && let Some(c) = r.last_mut()
                 {
                     *c = "<deleted>".into();
                 }

@@ -1,0 +1,551 @@
+//! Command-line flags and the effective configuration they produce.
+//!
+//! Flags are taken as text and checked here (not by clap) so that every bad value becomes one
+//! [`ConfigError`] line naming its flag, and `weft proxy` can exit 64 for it.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Flag defaults, shared by clap (help) and [`ProxyArgs::parse_plain`].
+mod defaults {
+    pub const SERVICE: &str = "default";
+    pub const DIRECTION: &str = "inbound";
+    pub const TIMEOUT: &str = "15s";
+    pub const CONNECT_TIMEOUT: &str = "5s";
+    pub const HEADER_TIMEOUT: &str = "10s";
+    pub const IDLE_TIMEOUT: &str = "60s";
+    pub const UPSTREAM_IDLE_TIMEOUT: &str = "30s";
+    pub const DRAIN_GRACE: &str = "10s";
+    pub const MAX_HEADER_BYTES: &str = "65536";
+    pub const MAX_HEADERS: &str = "100";
+    pub const MAX_IDLE_PER_UPSTREAM: &str = "1024";
+    pub const HTTP1: &str = "fast";
+    pub const RUNTIME: &str = "per-core";
+}
+
+/// `weft proxy` command-line arguments.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ProxyArgs {
+    /// Address to listen on for proxied traffic, e.g. 127.0.0.1:8081.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Plain reverse-proxy mode: forward every request to these upstreams (round-robin).
+    #[arg(long, value_name = "ADDR[,ADDR...]")]
+    pub upstream: Option<String>,
+    /// Admin listener serving /metrics, /ready, /live and /config.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Service name used in metric labels.
+    #[arg(long, env = "WEFT_SERVICE", value_name = "NAME", default_value = defaults::SERVICE)]
+    pub service: String,
+    /// Traffic direction used in metric labels: inbound or outbound.
+    #[arg(long, value_name = "DIR", default_value = defaults::DIRECTION)]
+    pub direction: String,
+    /// Time an upstream has to send response headers before the client gets 504.
+    #[arg(long, value_name = "DURATION", default_value = defaults::TIMEOUT)]
+    pub timeout: String,
+    /// Time allowed to establish an upstream TCP connection.
+    #[arg(long, value_name = "DURATION", default_value = defaults::CONNECT_TIMEOUT)]
+    pub connect_timeout: String,
+    /// Time a client has to send a complete request head (slow clients are cut).
+    #[arg(long, value_name = "DURATION", default_value = defaults::HEADER_TIMEOUT)]
+    pub header_timeout: String,
+    /// Idle keep-alive time of client connections (keep it above --upstream-idle-timeout).
+    #[arg(long, value_name = "DURATION", default_value = defaults::IDLE_TIMEOUT)]
+    pub idle_timeout: String,
+    /// Idle time after which pooled upstream connections are closed.
+    #[arg(long, value_name = "DURATION", default_value = defaults::UPSTREAM_IDLE_TIMEOUT)]
+    pub upstream_idle_timeout: String,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, value_name = "DURATION", default_value = defaults::DRAIN_GRACE)]
+    pub drain_grace: String,
+    /// Largest request head (request line + headers) accepted; larger ones get 431.
+    #[arg(long, value_name = "BYTES", default_value = defaults::MAX_HEADER_BYTES)]
+    pub max_header_bytes: String,
+    /// Most request headers accepted; more get 431.
+    #[arg(long, value_name = "N", default_value = defaults::MAX_HEADERS)]
+    pub max_headers: String,
+    /// Most idle pooled connections kept per upstream (per worker thread).
+    #[arg(long, value_name = "N", default_value = defaults::MAX_IDLE_PER_UPSTREAM)]
+    pub max_idle_per_upstream: String,
+    /// HTTP/1.1 engine: `fast` relays plain requests itself and hands anything else to hyper;
+    /// `hyper` sends everything through hyper.
+    #[arg(long, value_name = "ENGINE", default_value = defaults::HTTP1)]
+    pub http1: String,
+    /// Worker threads [default: the CPUs this process may run on].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<String>,
+    /// Runtime layout: `per-core` (one single-threaded runtime per worker thread, each with its
+    /// own upstream pool) or `shared` (one work-stealing runtime over all worker threads).
+    #[arg(long, value_name = "LAYOUT", default_value = defaults::RUNTIME)]
+    pub runtime: String,
+}
+
+impl Default for ProxyArgs {
+    fn default() -> Self {
+        ProxyArgs {
+            listen: None,
+            upstream: None,
+            admin: None,
+            service: defaults::SERVICE.into(),
+            direction: defaults::DIRECTION.into(),
+            timeout: defaults::TIMEOUT.into(),
+            connect_timeout: defaults::CONNECT_TIMEOUT.into(),
+            header_timeout: defaults::HEADER_TIMEOUT.into(),
+            idle_timeout: defaults::IDLE_TIMEOUT.into(),
+            upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT.into(),
+            drain_grace: defaults::DRAIN_GRACE.into(),
+            max_header_bytes: defaults::MAX_HEADER_BYTES.into(),
+            max_headers: defaults::MAX_HEADERS.into(),
+            max_idle_per_upstream: defaults::MAX_IDLE_PER_UPSTREAM.into(),
+            http1: defaults::HTTP1.into(),
+            threads: None,
+            runtime: defaults::RUNTIME.into(),
+        }
+    }
+}
+
+impl ProxyArgs {
+    /// Reads `--flag value` / `--flag=value` arguments (after the subcommand name) without clap,
+    /// whose code would add over half a megabyte to the resident memory of a long-running
+    /// process. Returns `None` for anything it does not take (help, an unknown or repeated
+    /// flag, a missing value): clap then parses the same arguments and explains the problem.
+    /// The `parse_plain_matches_clap` test keeps both in agreement.
+    pub fn parse_plain(args: &[String]) -> Option<ProxyArgs> {
+        let mut out = ProxyArgs::default();
+        if let Ok(service) = std::env::var("WEFT_SERVICE") {
+            out.service = service;
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let flag = arg.strip_prefix("--")?;
+            let (name, value) = match flag.split_once('=') {
+                Some((n, v)) => (n, v.to_string()),
+                None => (flag, it.next()?.clone()),
+            };
+            if seen.contains(&name) || value.starts_with('-') && !flag.contains('=') {
+                return None;
+            }
+            seen.push(name);
+            let slot = match name {
+                "listen" => {
+                    out.listen = Some(value);
+                    continue;
+                }
+                "upstream" => {
+                    out.upstream = Some(value);
+                    continue;
+                }
+                "admin" => {
+                    out.admin = Some(value);
+                    continue;
+                }
+                "threads" => {
+                    out.threads = Some(value);
+                    continue;
+                }
+                "service" => &mut out.service,
+                "direction" => &mut out.direction,
+                "timeout" => &mut out.timeout,
+                "connect-timeout" => &mut out.connect_timeout,
+                "header-timeout" => &mut out.header_timeout,
+                "idle-timeout" => &mut out.idle_timeout,
+                "upstream-idle-timeout" => &mut out.upstream_idle_timeout,
+                "drain-grace" => &mut out.drain_grace,
+                "max-header-bytes" => &mut out.max_header_bytes,
+                "max-headers" => &mut out.max_headers,
+                "max-idle-per-upstream" => &mut out.max_idle_per_upstream,
+                "http1" => &mut out.http1,
+                "runtime" => &mut out.runtime,
+                _ => return None,
+            };
+            *slot = value;
+        }
+        Some(out)
+    }
+}
+
+/// A flag with a value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {message}")]
+pub struct ConfigError {
+    /// The flag's name without dashes.
+    pub flag: &'static str,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+fn bad(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { flag, message: message.into() }
+}
+
+/// Which side of the instance the proxy stands on; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Traffic coming to the instance's service.
+    Inbound,
+    /// Traffic the instance sends to other services.
+    Outbound,
+}
+
+impl Direction {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// How worker threads run their tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeLayout {
+    /// One current-thread runtime per worker, each accepting on the shared listener.
+    PerCore,
+    /// One multi-thread runtime with `threads` workers.
+    Shared,
+}
+
+/// One upstream endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamConfig {
+    /// The address as given on the command line (the `upstream` metric label).
+    pub name: String,
+    /// The resolved address connected to.
+    pub addr: SocketAddr,
+}
+
+/// The effective configuration (served as JSON on the admin listener's `/config`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Where proxied traffic is accepted.
+    pub listen: SocketAddr,
+    /// Where it goes.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The admin listener, if any.
+    pub admin: Option<SocketAddr>,
+    /// Metric label `service`.
+    pub service: String,
+    /// Metric label `direction`.
+    pub direction: Direction,
+    /// Until upstream response headers.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Upstream TCP connect.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// Client request head.
+    #[serde(serialize_with = "ser_duration")]
+    pub header_timeout: Duration,
+    /// Client keep-alive idle.
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    /// Pooled upstream connection idle.
+    #[serde(serialize_with = "ser_duration")]
+    pub upstream_idle_timeout: Duration,
+    /// Drain grace period.
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_grace: Duration,
+    /// Request head size limit.
+    pub max_header_bytes: usize,
+    /// Request header count limit.
+    pub max_headers: usize,
+    /// Idle pool size limit per upstream and worker.
+    pub max_idle_per_upstream: usize,
+    /// Whether plain HTTP/1.1 requests take the fast path.
+    pub http1_fast_path: bool,
+    /// Worker threads.
+    pub threads: usize,
+    /// Runtime layout.
+    pub runtime: RuntimeLayout,
+}
+
+impl Config {
+    /// A configuration with the defaults, listening on `listen` and forwarding to `upstreams`.
+    pub fn new(listen: SocketAddr, upstreams: &[SocketAddr]) -> Config {
+        Config {
+            listen,
+            upstreams: upstreams
+                .iter()
+                .map(|a| UpstreamConfig { name: a.to_string(), addr: *a })
+                .collect(),
+            admin: None,
+            service: "default".into(),
+            direction: Direction::Inbound,
+            timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(30),
+            drain_grace: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_idle_per_upstream: 1024,
+            http1_fast_path: true,
+            threads: 1,
+            runtime: RuntimeLayout::PerCore,
+        }
+    }
+
+    /// Checks the flags and builds the configuration.
+    pub fn from_args(args: &ProxyArgs) -> Result<Config, ConfigError> {
+        let upstream = args.upstream.as_deref().ok_or_else(|| {
+            bad(
+                "upstream",
+                "is required: `weft proxy --listen ADDR --upstream ADDR[,ADDR...]` \
+                 (control-plane mode is not available yet)",
+            )
+        })?;
+        let listen = args
+            .listen
+            .as_deref()
+            .ok_or_else(|| bad("listen", "is required, e.g. --listen 127.0.0.1:8081"))?;
+        let listen = parse_addr("listen", listen)?;
+        let mut upstreams = Vec::new();
+        for part in upstream.split(',') {
+            let part = part.trim();
+            upstreams.push(UpstreamConfig {
+                name: part.to_string(),
+                addr: parse_addr("upstream", part)?,
+            });
+        }
+        let admin = args.admin.as_deref().map(|a| parse_addr("admin", a)).transpose()?;
+        if admin == Some(listen) && listen.port() != 0 {
+            return Err(bad("admin", "must differ from --listen"));
+        }
+        let service = args.service.trim();
+        if service.is_empty() || service.chars().any(|c| c.is_control()) {
+            return Err(bad("service", "must be a non-empty name"));
+        }
+        let direction = match args.direction.as_str() {
+            "inbound" => Direction::Inbound,
+            "outbound" => Direction::Outbound,
+            other => {
+                return Err(bad("direction", format!("'{other}' is neither inbound nor outbound")));
+            }
+        };
+        let threads = match &args.threads {
+            Some(t) => parse_count("threads", t, 1, 1024)?,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let runtime = match args.runtime.as_str() {
+            "per-core" => RuntimeLayout::PerCore,
+            "shared" => RuntimeLayout::Shared,
+            other => {
+                return Err(bad("runtime", format!("'{other}' is neither per-core nor shared")));
+            }
+        };
+        let http1_fast_path = match args.http1.as_str() {
+            "fast" => true,
+            "hyper" => false,
+            other => return Err(bad("http1", format!("'{other}' is neither fast nor hyper"))),
+        };
+        let config = Config {
+            listen,
+            upstreams,
+            admin,
+            service: service.to_string(),
+            direction,
+            timeout: parse_duration("timeout", &args.timeout)?,
+            connect_timeout: parse_duration("connect-timeout", &args.connect_timeout)?,
+            header_timeout: parse_duration("header-timeout", &args.header_timeout)?,
+            idle_timeout: parse_duration("idle-timeout", &args.idle_timeout)?,
+            upstream_idle_timeout: parse_duration(
+                "upstream-idle-timeout",
+                &args.upstream_idle_timeout,
+            )?,
+            drain_grace: parse_duration("drain-grace", &args.drain_grace)?,
+            // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+            max_header_bytes: parse_count(
+                "max-header-bytes",
+                &args.max_header_bytes,
+                1024,
+                16 << 20,
+            )?,
+            max_headers: parse_count("max-headers", &args.max_headers, 1, 10_000)?,
+            max_idle_per_upstream: parse_count(
+                "max-idle-per-upstream",
+                &args.max_idle_per_upstream,
+                0,
+                1 << 20,
+            )?,
+            http1_fast_path,
+            threads,
+            runtime,
+        };
+        Ok(config)
+    }
+}
+
+fn parse_addr(flag: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let expected = "expected HOST:PORT, e.g. 127.0.0.1:8080";
+    if text.is_empty() || !text.contains(':') {
+        return Err(bad(flag, format!("'{text}' is not an address ({expected})")));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => {
+            addrs.next().ok_or_else(|| bad(flag, format!("'{text}' resolves to no address")))
+        }
+        Err(_) => Err(bad(flag, format!("'{text}' is not an address that resolves ({expected})"))),
+    }
+}
+
+fn parse_count(
+    flag: &'static str,
+    text: &str,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad(flag, format!("'{text}' is not a whole number from {min} to {max}"))),
+    }
+}
+
+/// Parses `250ms`, `15s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        bad(flag, format!("'{text}' is not a duration (expected e.g. 500ms, 15s, 2m)"))
+    })?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(bad(flag, format!("'{text}' has an unknown unit (use ms, s, m or h)")));
+        }
+    };
+    if d.is_zero() || d > Duration::from_secs(366 * 24 * 3600) {
+        return Err(bad(flag, format!("'{text}' must be above zero and below a year")));
+    }
+    Ok(d)
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        s.serialize_str(&format!("{}s", ms / 1000))
+    } else {
+        s.serialize_str(&format!("{ms}ms"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(upstream: &str) -> ProxyArgs {
+        ProxyArgs {
+            listen: Some("127.0.0.1:0".into()),
+            upstream: Some(upstream.into()),
+            ..ProxyArgs::default()
+        }
+    }
+
+    fn clap_parse(args: &[&str]) -> Result<ProxyArgs, clap::Error> {
+        use clap::{Args, FromArgMatches};
+        let cmd = ProxyArgs::augment_args(clap::Command::new("proxy"));
+        let m = cmd.try_get_matches_from(std::iter::once("proxy").chain(args.iter().copied()))?;
+        ProxyArgs::from_arg_matches(&m)
+    }
+
+    #[test]
+    fn parse_plain_matches_clap() {
+        let lines: &[&[&str]] = &[
+            &[],
+            &["--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2,127.0.0.1:3"],
+            &["--listen=127.0.0.1:1", "--upstream=x", "--admin", "127.0.0.1:9", "--threads", "2"],
+            &[
+                "--service",
+                "shop",
+                "--direction",
+                "outbound",
+                "--timeout",
+                "1s",
+                "--connect-timeout",
+                "2s",
+                "--header-timeout",
+                "3s",
+                "--idle-timeout",
+                "4s",
+                "--upstream-idle-timeout",
+                "5s",
+                "--drain-grace",
+                "6s",
+                "--max-header-bytes",
+                "9000",
+                "--max-headers",
+                "7",
+                "--max-idle-per-upstream",
+                "8",
+                "--http1",
+                "hyper",
+                "--runtime",
+                "shared",
+            ],
+        ];
+        for line in lines {
+            let owned: Vec<String> = line.iter().map(|s| s.to_string()).collect();
+            assert_eq!(ProxyArgs::parse_plain(&owned), Some(clap_parse(line).unwrap()), "{line:?}");
+        }
+        // What the plain reader leaves to clap, clap rejects or answers (help).
+        for line in [
+            &["--help"][..],
+            &["--nope", "1"],
+            &["--listen"],
+            &["--listen", "a", "--listen", "b"],
+            &["-h"],
+        ] {
+            let owned: Vec<String> = line.iter().map(|s| s.to_string()).collect();
+            assert_eq!(ProxyArgs::parse_plain(&owned), None, "{line:?}");
+            assert!(clap_parse(line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_list_parses() {
+        let c = Config::from_args(&args("127.0.0.1:1, 127.0.0.1:2")).unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams[1].name, "127.0.0.1:2");
+    }
+
+    #[test]
+    fn bad_upstream_names_the_flag() {
+        for bad in ["", "nope", "127.0.0.1", "127.0.0.1:99999", "1.2.3.4:1,,"] {
+            let e = Config::from_args(&args(bad)).unwrap_err();
+            assert_eq!(e.flag, "upstream", "{bad}");
+            assert!(e.to_string().starts_with("--upstream: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("t", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("t", "15").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("t", "2m").unwrap(), Duration::from_secs(120));
+        for bad in ["", "0s", "s", "1d", "-1s", "1.5s"] {
+            assert!(parse_duration("t", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_serializes() {
+        let c = Config::from_args(&args("127.0.0.1:1")).unwrap();
+        let j = serde_json::to_value(&c).unwrap();
+        assert_eq!(j["timeout"], "15s");
+        assert_eq!(j["upstreams"][0]["addr"], "127.0.0.1:1");
+    }
+}
