@@ -7,3 +7,4 @@
 pub mod http;
 pub mod server;
 pub mod stats;
+pub mod watchers;

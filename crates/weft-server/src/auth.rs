@@ -106,7 +106,11 @@ impl Caller {
             Action::Discover => "use discovery".to_string(),
             Action::ManageTokens => "manage tokens".to_string(),
         };
-        Err(ApiError::new(ErrorCode::Forbidden, format!("a {} token may not {what}", self.role)))
+        let article = if matches!(self.role, Role::Admin | Role::Agent) { "an" } else { "a" };
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("{article} {} token may not {what}", self.role),
+        ))
     }
 }
 
@@ -364,6 +368,8 @@ mod tests {
         let e = viewer.require(Action::Write(&kinds::SERVICE)).unwrap_err();
         assert_eq!(e.status(), 403);
         assert_eq!(e.message, "a viewer token may not write services");
+        let e = agent.require(Action::Write(&kinds::DEPLOYMENT)).unwrap_err();
+        assert_eq!(e.message, "an agent token may not write deployments");
     }
 
     #[test]

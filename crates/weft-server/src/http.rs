@@ -418,9 +418,6 @@ async fn collection(
             watch::poll(app, filter, params.revision()?, wait, limit).await
         }
         (false, None) => {
-            if name.is_some() {
-                return Err(ApiError::bad_request("internal: single-object list").into());
-            }
             let (body, _) = objects::list(&app, kind, namespace.as_deref(), &selector).await?;
             Ok(json_response(StatusCode::OK, body))
         }
@@ -457,11 +454,17 @@ async fn get_one(
     query: Option<&str>,
 ) -> Result<Response> {
     caller.require(Action::Read(kind))?;
+    let params =
+        Params::parse(query, &["watch", "wait", "resourceVersion", "timeoutSeconds", "limit"])?;
     // Watching or polling one object goes through the collection path with a name filter.
-    if query.is_some_and(|q| q.contains("watch") || q.contains("wait")) {
+    if params.flag("watch")? || params.0.contains_key("wait") {
         return collection(app, caller, kind, ns, Some(name), query).await;
     }
-    Params::parse(query, &[])?;
+    if let Some(p) = params.0.keys().find(|p| *p != "watch") {
+        return Err(
+            ApiError::bad_request(format!("{p} only applies with watch=true or wait=")).into()
+        );
+    }
     let body = objects::get(&app, kind, ns.as_deref(), &name).await?;
     Ok(json_response(StatusCode::OK, body))
 }

@@ -50,6 +50,7 @@ impl Server {
             cache,
             metrics: Arc::new(metrics::Metrics::new()),
             limits,
+            locks: state::KeyLocks::default(),
             shutdown: shutdown_rx,
         });
         Ok(Server { state, shutdown, compactor })
@@ -78,10 +79,12 @@ impl Server {
     ) -> std::io::Result<()> {
         let router = self.router();
         let shutdown = self.shutdown.clone();
+        let cache = self.state.cache.clone();
         let signal = async move {
             signal.await;
-            // Watch streams never end by themselves; tell them to.
+            // Watch streams and long-polls never end by themselves; tell them to.
             let _ = shutdown.send(true);
+            cache.close();
         };
         serve::serve(listener, router, signal, grace).await;
         self.compactor.abort();

@@ -230,6 +230,8 @@ pub async fn write(
 ) -> Result<Written> {
     let key = keys::object(kind, namespace, name);
     let sent = requested_revision(incoming)?;
+    // With this held, a compare-and-swap can only lose to a writer on another server.
+    let _locked = app.locks.lock([key.as_str()]).await;
     for _ in 0..WRITE_ATTEMPTS {
         let current = app.store.get(&key).await?;
         if let Some(rv) = sent
@@ -292,6 +294,7 @@ pub async fn delete(
     revision: Option<u64>,
 ) -> Result<Bytes> {
     let key = keys::object(kind, namespace, name);
+    let _locked = app.locks.lock([key.as_str()]).await;
     let precondition = match revision {
         Some(rv) => Precondition::ModRevision(rv),
         None => Precondition::Exists,
@@ -347,6 +350,14 @@ pub async fn apply(app: &AppState, items: &[ApplyItem], dry_run: bool) -> Result
             .into());
         }
     }
+    let keys: Vec<String> = items
+        .iter()
+        .map(|item| {
+            let (ns, name) = identity(item);
+            keys::object(item.kind, ns.as_deref(), &name)
+        })
+        .collect();
+    let _locked = app.locks.lock(keys.iter().map(String::as_str)).await;
     for _ in 0..WRITE_ATTEMPTS {
         let mut ops = Vec::new();
         let mut plans = Vec::new();

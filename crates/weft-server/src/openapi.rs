@@ -66,7 +66,12 @@ fn kind_paths(kind: &KindInfo, paths: &mut Map<String, Value>) {
     let k = kind.kind;
     let list_schema = format!("{k}List");
     let ns_param = param("ns", "path", dns_label(), "Namespace");
-    let name_param = param("name", "path", json!({ "type": "string" }), "Object name");
+    let name_param = param(
+        "name",
+        "path",
+        json!({ "type": "string", "maxLength": 253, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" }),
+        "Object name",
+    );
     let collection_params = vec![
         param(
             "watch",
@@ -137,7 +142,8 @@ fn kind_paths(kind: &KindInfo, paths: &mut Map<String, Value>) {
     };
     let item = |params: Vec<Value>| {
         let mut read_params = params.clone();
-        read_params.extend(collection_params.iter().take(3).cloned());
+        read_params
+            .extend(collection_params.iter().filter(|p| p["name"] != "labelSelector").cloned());
         let mut put_params = params.clone();
         put_params.push(param(
             "dryRun",
@@ -157,7 +163,19 @@ fn kind_paths(kind: &KindInfo, paths: &mut Map<String, Value>) {
                 "summary": format!("Read a {} (watch=true / wait= to follow it)", kind.singular),
                 "tags": [k],
                 "parameters": read_params,
-                "responses": with_errors(Map::from_iter([object_ok("200", "The object")]), &[400, 401, 403, 404, 410]),
+                "responses": with_errors(
+                    Map::from_iter([(
+                        "200".to_string(),
+                        json!({
+                            "description": "The object; with wait= a batch of its events; with watch=true a stream of them",
+                            "content": {
+                                "application/json": { "schema": { "anyOf": [schema_ref(k), schema_ref("PollResponse")] } },
+                                "application/x-ndjson": { "schema": schema_ref("WatchEvent") }
+                            }
+                        }),
+                    )]),
+                    &[400, 401, 403, 404, 410],
+                ),
             },
             "put": {
                 "summary": format!("Create or replace a {} (status is kept)", kind.singular),

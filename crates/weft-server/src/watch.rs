@@ -8,12 +8,15 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::Value;
+use std::pin::Pin;
 use tokio::sync::watch;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use tokio::time::{Instant, Sleep};
 use weft_api::ApiError;
 use weft_api::wire::EventType;
 
-use crate::cache::{CachedEvent, Filter};
+use crate::cache::{Delivery, Filter};
 use crate::error::Result;
 use crate::keys;
 use crate::metrics::GaugeGuard;
@@ -42,20 +45,22 @@ pub async fn stream(
     // Watchers that connect together (a fleet of sidecars after a restart) would otherwise get
     // their bookmarks in one burst every interval; a random first delay spreads them out.
     let period = app.limits.bookmark_interval;
-    let jitter = period.mul_f64(rand::random::<f64>());
-    let mut bookmark = tokio::time::interval_at(Instant::now() + period / 2 + jitter, period);
-    bookmark.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let now = Instant::now();
+    let first_bookmark = now + period / 2 + period.mul_f64(rand::random::<f64>());
+    let deadline = timeout.map(|t| now + t);
     let watcher = Watcher {
         rx: app.cache.subscribe(),
-        shutdown: app.shutdown.clone(),
         _guard: GaugeGuard::new(&app.metrics.watchers),
         app,
         filter,
         seq,
         after,
         seen: after,
-        bookmark,
-        deadline: timeout.map(|t| Instant::now() + t),
+        period,
+        next_bookmark: first_bookmark,
+        last_sent: now,
+        deadline,
+        timer: Box::pin(tokio::time::sleep_until(earliest(first_bookmark, deadline))),
         initial,
         done: false,
     };
@@ -70,6 +75,14 @@ pub async fn stream(
     Ok(resp)
 }
 
+fn earliest(a: Instant, b: Option<Instant>) -> Instant {
+    b.map_or(a, |b| a.min(b))
+}
+
+/// One watch stream's state. Per delivered event it costs a wake-up, a read of the cache and
+/// one socket write: the timer is only touched when it fires (at most once per bookmark
+/// period), not each time an event goes out, because timer-wheel updates for ten thousand
+/// streams per event showed up in profiles.
 struct Watcher {
     app: Arc<AppState>,
     filter: Filter,
@@ -79,9 +92,11 @@ struct Watcher {
     /// The revision this watcher has seen everything up to.
     seen: u64,
     rx: watch::Receiver<u64>,
-    shutdown: watch::Receiver<bool>,
-    bookmark: Interval,
+    period: Duration,
+    next_bookmark: Instant,
+    last_sent: Instant,
     deadline: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
     initial: Option<Bytes>,
     done: bool,
     _guard: GaugeGuard,
@@ -93,13 +108,17 @@ impl Watcher {
             return None;
         }
         if let Some(initial) = self.initial.take() {
+            self.last_sent = Instant::now();
             return Some(initial);
         }
         loop {
+            if self.app.cache.is_closed() {
+                return None;
+            }
             // Mark the current revision seen before reading, so a publish after the read
             // still wakes us.
             self.rx.borrow_and_update();
-            match self.app.cache.read(self.seq, BATCH, &self.filter) {
+            match self.app.cache.read(self.seq, BATCH, &self.filter, self.after) {
                 Err(e) => {
                     self.done = true;
                     return Some(error_line(&e));
@@ -107,47 +126,50 @@ impl Watcher {
                 Ok(batch) => {
                     self.seq = batch.next_seq;
                     self.seen = self.seen.max(batch.revision);
-                    let events: Vec<_> =
-                        batch.events.into_iter().filter(|e| e.revision > self.after).collect();
-                    if !events.is_empty() {
-                        self.app.metrics.watch_events_sent.inc_by(events.len() as u64);
-                        // A stream that carries events needs no bookmark to move on.
-                        self.bookmark.reset();
-                        return Some(concat_lines(&events));
+                    if !batch.events.is_empty() {
+                        self.app.metrics.watch_events_sent.inc_by(batch.events.len() as u64);
+                        self.last_sent = Instant::now();
+                        return Some(concat_lines(&batch.events));
+                    }
+                    if batch.more {
+                        continue;
                     }
                 }
             }
-            let deadline = self.deadline;
             tokio::select! {
                 changed = self.rx.changed() => {
                     if changed.is_err() {
                         return None;
                     }
                 }
-                _ = self.bookmark.tick() => {
-                    return Some(stored::bookmark_line(self.filter.kind.kind, self.seen));
+                _ = self.timer.as_mut() => {
+                    let now = Instant::now();
+                    if self.deadline.is_some_and(|d| now >= d) {
+                        return None;
+                    }
+                    // A stream that carried events recently needs no bookmark to move on.
+                    let due = self.last_sent + self.period;
+                    let send = now >= self.next_bookmark && now >= due;
+                    self.next_bookmark = if send { now + self.period } else { due.max(self.next_bookmark) };
+                    let at = earliest(self.next_bookmark, self.deadline);
+                    self.timer.as_mut().reset(at);
+                    if send {
+                        self.last_sent = now;
+                        return Some(stored::bookmark_line(self.filter.kind.kind, self.seen));
+                    }
                 }
-                _ = self.shutdown.changed() => return None,
-                _ = sleep_until(deadline) => return None,
             }
         }
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn concat_lines(events: &[Arc<CachedEvent>]) -> Bytes {
+fn concat_lines(events: &[Delivery]) -> Bytes {
     if events.len() == 1 {
-        return events[0].line.clone();
+        return events[0].line();
     }
-    let mut out = BytesMut::with_capacity(events.iter().map(|e| e.line.len()).sum());
+    let mut out = BytesMut::with_capacity(events.iter().map(|e| e.event.line.len()).sum());
     for e in events {
-        out.put_slice(&e.line);
+        out.put_slice(&e.line());
     }
     out.freeze()
 }
@@ -188,8 +210,6 @@ fn labels_of(value: &[u8]) -> std::collections::BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-use serde_json::Value;
-
 /// A long-poll: the events after `after` as soon as there are any, or an empty batch when
 /// `wait` runs out. Without `after`, waits for changes after the current revision.
 pub async fn poll(
@@ -203,17 +223,21 @@ pub async fn poll(
     let after = after.unwrap_or_else(|| app.cache.revision());
     let mut seq = app.cache.position(after)?;
     let mut rx = app.cache.subscribe();
-    let mut shutdown = app.shutdown.clone();
     let deadline = Instant::now() + wait;
     let mut seen = after;
     loop {
+        if app.cache.is_closed() {
+            return Ok(poll_response(seen, &[]));
+        }
         rx.borrow_and_update();
-        let batch = app.cache.read(seq, limit.max(1), &filter)?;
+        let batch = app.cache.read(seq, limit.max(1), &filter, after)?;
         seq = batch.next_seq;
         seen = seen.max(batch.revision);
-        let events: Vec<_> = batch.events.into_iter().filter(|e| e.revision > after).collect();
-        if !events.is_empty() {
-            return Ok(poll_response(seen, &events));
+        if !batch.events.is_empty() {
+            return Ok(poll_response(seen, &batch.events));
+        }
+        if batch.more {
+            continue;
         }
         tokio::select! {
             changed = rx.changed() => {
@@ -222,20 +246,20 @@ pub async fn poll(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => return Ok(poll_response(seen, &[])),
-            _ = shutdown.changed() => return Ok(poll_response(seen, &[])),
         }
     }
 }
 
-fn poll_response(revision: u64, events: &[Arc<CachedEvent>]) -> Response {
-    let mut out = BytesMut::with_capacity(64 + events.iter().map(|e| e.line.len()).sum::<usize>());
+fn poll_response(revision: u64, events: &[Delivery]) -> Response {
+    let mut out =
+        BytesMut::with_capacity(64 + events.iter().map(|e| e.event.line.len()).sum::<usize>());
     out.put_slice(b"{\"events\":[");
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             out.put_u8(b',');
         }
-        let line = &e.line[..e.line.len() - 1];
-        out.put_slice(line);
+        let line = e.line();
+        out.put_slice(&line[..line.len() - 1]);
     }
     out.put_slice(format!("],\"resourceVersion\":\"{revision}\"}}").as_bytes());
     let mut resp = Response::new(Body::from(out.freeze()));

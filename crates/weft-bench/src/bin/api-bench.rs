@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
-use weft_bench::http::{Conn, find, request};
+use weft_bench::http::{Conn, request};
 use weft_bench::server::{WeftServer, cpu_seconds, rss_mib, sibling_weft};
 use weft_bench::stats::{ms, percentile};
 
@@ -180,80 +178,29 @@ async fn fanout(server: &WeftServer, watchers: usize, rounds: usize) -> anyhow::
     let rv = created["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
     let path =
         format!("/api/v1/namespaces/default/services/fanout?watch=true&resourceVersion={rv}");
-    let watch_req = Arc::new(request("GET", &path, &server.token, None));
+    let watch_req = request("GET", &path, &server.token, None);
     let received: Arc<Vec<AtomicUsize>> =
         Arc::new((0..=rounds).map(|_| AtomicUsize::new(0)).collect());
     let connected = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Semaphore::new(256));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let t0 = Instant::now();
-    let mut tasks = Vec::with_capacity(watchers);
-    for _ in 0..watchers {
-        let (addr, req, received, connected, gate) = (
-            server.addr.clone(),
-            watch_req.clone(),
-            received.clone(),
-            connected.clone(),
-            gate.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let permit = gate.acquire_owned().await?;
-            let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-            stream.write_all(&req).await?;
-            let mut buf = vec![0u8; 4096];
-            let mut window: Vec<u8> = Vec::with_capacity(8192);
-            // Wait for the response head before counting this watcher as connected.
-            loop {
-                let n = stream.read(&mut buf).await?;
-                if n == 0 {
-                    bail!("watch closed before its headers");
-                }
-                window.extend_from_slice(&buf[..n]);
-                if let Some(end) = find(&window, b"\r\n\r\n") {
-                    if !window.starts_with(b"HTTP/1.1 200") {
-                        bail!("watch refused: {}", String::from_utf8_lossy(&window[..end]));
-                    }
-                    window.drain(..end + 4);
-                    break;
-                }
-            }
-            drop(permit);
-            connected.fetch_add(1, Ordering::SeqCst);
-            let needles: Vec<Vec<u8>> =
-                (0..=rounds).map(|r| format!("\"round\":\"{r}\"").into_bytes()).collect();
-            let mut times = Vec::with_capacity(rounds);
-            let mut next = 1;
-            // Only the bytes not yet searched (plus an overlap for a needle split across reads)
-            // are scanned, so the generator's cost per event stays small and flat.
-            let mut searched: usize = 0;
-            while next <= rounds {
-                let needle = &needles[next];
-                let from = searched.saturating_sub(needle.len());
-                if let Some(at) = find(&window[from..], needle) {
-                    times.push(Instant::now());
-                    received[next].fetch_add(1, Ordering::SeqCst);
-                    next += 1;
-                    window.drain(..from + at + needle.len());
-                    searched = 0;
-                    continue;
-                }
-                searched = window.len();
-                if window.len() > 8192 {
-                    let keep = window.len() - 64;
-                    window.drain(..keep);
-                    searched = window.len();
-                }
-                let n = stream.read(&mut buf).await?;
-                if n == 0 {
-                    bail!("watch closed early");
-                }
-                window.extend_from_slice(&buf[..n]);
-            }
-            Ok::<_, anyhow::Error>(times)
-        }));
-    }
+    let reader = weft_bench::watchers::spawn(
+        server.addr.clone(),
+        watch_req,
+        watchers,
+        rounds,
+        connected.clone(),
+        received.clone(),
+        stop.clone(),
+    );
     while connected.load(Ordering::SeqCst) < watchers {
-        if t0.elapsed() > Duration::from_secs(120) {
-            bail!("only {} of {watchers} watchers connected", connected.load(Ordering::SeqCst));
+        if reader.is_finished() || t0.elapsed() > Duration::from_secs(120) {
+            stop.store(true, Ordering::SeqCst);
+            let err = reader.join().map_err(|_| anyhow::anyhow!("watch reader panicked"))?.err();
+            bail!(
+                "only {} of {watchers} watchers connected ({err:?})",
+                connected.load(Ordering::SeqCst)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -262,6 +209,9 @@ async fn fanout(server: &WeftServer, watchers: usize, rounds: usize) -> anyhow::
         t0.elapsed().as_secs_f64(),
         rss_mib(server.pid()).unwrap_or(0.0)
     );
+    // A fresh connection: the server closes keep-alive connections idle longer than its header
+    // timeout, and connecting ten thousand watchers can take longer than that.
+    let mut writer = Conn::connect(&server.addr).await?;
     let server_cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
     let client_cpu0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
     let mut acks = Vec::new();
@@ -275,7 +225,8 @@ async fn fanout(server: &WeftServer, watchers: usize, rounds: usize) -> anyhow::
         acks.push(ack);
         let deadline = Instant::now() + Duration::from_secs(30);
         while received[round].load(Ordering::SeqCst) < watchers {
-            if Instant::now() > deadline {
+            if Instant::now() > deadline || reader.is_finished() {
+                stop.store(true, Ordering::SeqCst);
                 bail!(
                     "round {round}: only {} of {watchers} watchers got the change",
                     received[round].load(Ordering::SeqCst)
@@ -292,10 +243,10 @@ async fn fanout(server: &WeftServer, watchers: usize, rounds: usize) -> anyhow::
         server_cpu * 1e6 / deliveries,
         client_cpu * 1e6 / deliveries
     );
+    let times = reader.join().map_err(|_| anyhow::anyhow!("watch reader panicked"))??;
     let mut per_round: Vec<Vec<Duration>> = vec![Vec::with_capacity(watchers); rounds];
-    for t in tasks {
-        let times = t.await??;
-        for (r, at) in times.into_iter().enumerate() {
+    for stream in times {
+        for (r, at) in stream.into_iter().enumerate() {
             per_round[r].push(at.saturating_duration_since(acks[r]));
         }
     }

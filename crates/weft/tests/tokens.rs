@@ -1,0 +1,242 @@
+//! Tokens through the CLI (create, list, revoke, expiry, persistence), and the endpoints that
+//! are about the server itself: /healthz and /metrics.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+
+fn is_token(t: &str) -> bool {
+    let Some(rest) = t.strip_prefix("weft_") else { return false };
+    let Some((id, secret)) = rest.split_once('_') else { return false };
+    id.len() == 12
+        && secret.len() == 64
+        && (id.to_string() + secret).chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn list_cli(s: &Server) -> String {
+    let out = s.cli(&["token", "list"]);
+    out.ok();
+    out.stdout
+}
+
+#[test]
+fn token_create_list_revoke_and_roles() {
+    let s = Server::start();
+    assert!(is_token(&s.token), "{}", s.token);
+
+    let out =
+        s.cli(&["token", "create", "--role", "viewer", "--ttl", "1h", "--description", "for ci"]);
+    out.ok();
+    let viewer = out.stdout.strip_suffix('\n').expect("a newline after the token");
+    assert!(is_token(viewer), "stdout must be the token alone: {:?}", out.stdout);
+    let id = &viewer[5..17];
+    assert!(out.stderr.contains(&format!("created viewer token {id}")), "{}", out.stderr);
+    assert!(!out.stderr.contains(viewer), "the secret also went to stderr");
+
+    // The token works, as a viewer.
+    assert_eq!(s.call("GET", "/api/v1/services", Some(viewer), None).status, 200);
+    let out = s.cli(&["--token", viewer, "get", "svc"]);
+    out.ok();
+    let file = s.tmp.path().join("svc.json");
+    std::fs::write(&file, service("x").to_string()).unwrap();
+    let out = s.cli(&["--token", viewer, "apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("a viewer token may not write services"), "{}", out.stderr);
+    // A viewer may not manage tokens.
+    let out = s.cli(&["--token", viewer, "token", "list"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr, "error: a viewer token may not manage tokens\n");
+
+    // Listing never shows secrets (CLI or API).
+    let agent = s.cli(&["token", "create", "--role", "agent"]).stdout.trim().to_string();
+    let list = list_cli(&s);
+    assert!(list.starts_with("ID"), "{list}");
+    assert!(list.contains(id) && list.contains("viewer") && list.contains("for ci"), "{list}");
+    assert!(list.contains(&agent[5..17]) && list.contains("never"), "{list}");
+    for secret in [viewer, agent.as_str(), s.token.as_str()] {
+        let secret_part = &secret[18..];
+        assert!(!list.contains(secret_part), "token list shows a secret");
+    }
+    let api = s.get("/api/v1/tokens");
+    assert_eq!(api.status, 200);
+    let text = api.text();
+    for secret in [viewer, agent.as_str(), s.token.as_str()] {
+        assert!(!text.contains(&secret[18..]), "GET /api/v1/tokens shows a secret");
+    }
+    assert!(!text.contains("hash"), "{text}");
+    assert_eq!(api.json().as_array().unwrap().len(), 3);
+
+    // Revoke by id, then by the token text: both stop working at once.
+    let out = s.cli(&["token", "revoke", id]);
+    out.ok();
+    assert_eq!(out.stdout, format!("token {id} (viewer) revoked\n"));
+    let r = s.call("GET", "/api/v1/services", Some(viewer), None);
+    assert_eq!(r.error(401, "Unauthorized"), "unknown or revoked token");
+    let out = s.cli(&["token", "revoke", &agent]);
+    out.ok();
+    assert!(out.stdout.contains("(agent) revoked"), "{}", out.stdout);
+    s.call("GET", "/api/v1/services", Some(&agent), None).error(401, "Unauthorized");
+    assert!(!list_cli(&s).contains(id));
+    // Revoking again: a clear failure.
+    let out = s.cli(&["token", "revoke", id]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr, format!("error: no token with id \"{id}\"\n"));
+    let out = s.cli(&["--token", viewer, "get", "svc"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr, "error: unknown or revoked token\n");
+}
+
+#[test]
+fn expired_tokens_are_401_saying_so() {
+    let s = Server::start();
+    let out = s.cli(&["token", "create", "--role", "viewer", "--ttl", "1s"]);
+    out.ok();
+    let t = out.stdout.trim().to_string();
+    let r = wait_for("the token to expire", Duration::from_secs(10), || {
+        let r = s.call("GET", "/api/v1/services", Some(&t), None);
+        (r.status != 200).then_some(r)
+    });
+    let m = r.error(401, "Unauthorized");
+    assert!(m.contains("expired"), "{m}");
+    assert!(m.contains("weft token create"), "{m}");
+    let out = s.cli(&["--token", &t, "get", "svc"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("expired"), "{}", out.stderr);
+    // Listed with its expiry.
+    let list = list_cli(&s);
+    assert!(list.contains(&t[5..17]), "{list}");
+}
+
+#[test]
+fn admin_token_file_is_private_and_tokens_survive_a_restart() {
+    let mut s = Server::start();
+    let mode = std::fs::metadata(s.dir.join("admin.token")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.token mode {mode:o}");
+    let mode = std::fs::metadata(&s.dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "data dir mode {mode:o}");
+    let admin = s.token.clone();
+    let file = std::fs::read_to_string(s.dir.join("admin.token")).unwrap();
+    let viewer = s.create_token("viewer", Some("1h"));
+    let revoked = s.create_token("proxy", None);
+    assert_eq!(
+        s.delete(&format!("/api/v1/tokens/{revoked}")).status,
+        200,
+        "revoke by the token text"
+    );
+    assert_eq!(s.put_json(&svc_path("keep"), &service("keep")).status, 201);
+
+    s.restart();
+    assert_eq!(s.token, admin, "the admin token changed across a restart");
+    assert_eq!(std::fs::read_to_string(s.dir.join("admin.token")).unwrap(), file);
+    assert_eq!(s.call("GET", "/api/v1/services", Some(&viewer), None).status, 200);
+    s.call("GET", "/api/v1/services", Some(&revoked), None).error(401, "Unauthorized");
+    assert!(s.object(&svc_path("keep")).is_some());
+    s.cli(&["get", "svc", "keep"]).ok();
+
+    // A lost admin.token gets a new one at the next start; the old one keeps working.
+    std::fs::remove_file(s.dir.join("admin.token")).unwrap();
+    s.restart();
+    assert_ne!(s.token, admin);
+    assert!(is_token(&s.token));
+    assert_eq!(s.call("GET", "/api/v1/tokens", Some(&admin), None).status, 200);
+    assert_eq!(s.call("GET", "/api/v1/tokens", Some(&s.token), None).status, 200);
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let s = Server::start();
+    let out =
+        weft(&["server", "--data-dir", s.dir.to_str().unwrap(), "--listen", "127.0.0.1:0"], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("is in use by another weft process"), "{}", out.stderr);
+    // The first one is unharmed.
+    assert_eq!(s.get("/healthz").status, 200);
+    // Bad server flags are usage errors.
+    for bad in [
+        ["--max-body", "lots"],
+        ["--bookmark-interval", "0s"],
+        ["--history", "0"],
+        ["--listen", "nowhere"],
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = vec!["server", "--data-dir", tmp.path().to_str().unwrap()];
+        args.extend(bad);
+        if bad[0] != "--listen" {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        let out = weft(&args, None);
+        assert_eq!(out.code, 64, "{bad:?}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{bad:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn healthz_is_open_and_metrics_need_a_token() {
+    let s = Server::start();
+    let r = s.call("GET", "/healthz", None, None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok\n");
+
+    let r = s.call("GET", "/metrics", None, None);
+    assert!(r.error(401, "Unauthorized").starts_with("missing bearer token"));
+    let r = s.call("GET", "/metrics", Some("weft_0123456789ab_00"), None);
+    r.error(401, "Unauthorized");
+
+    // Some traffic to count.
+    assert_eq!(s.put_json(&svc_path("a"), &service("a")).status, 201);
+    s.get(&svc_path("missing"));
+    let rev = s.revision();
+    let viewer = s.create_token("viewer", None);
+    let r = s.call("GET", "/metrics", Some(&viewer), None);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type").unwrap().starts_with("application/openmetrics-text"),
+        "{:?}",
+        r.headers
+    );
+    let text = r.text();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for family in [
+        "weft_api_requests_total",
+        "weft_api_request_duration_seconds",
+        "weft_api_watchers",
+        "weft_api_pollers",
+        "weft_api_watch_events_sent_total",
+        "weft_api_store_revision",
+        "weft_api_watch_cache_events",
+        "weft_api_object_writes_total",
+    ] {
+        assert!(
+            text.contains(&format!("\n{family}")) || text.starts_with(family),
+            "no {family} in:\n{text}"
+        );
+    }
+    let has = |needle: &str| text.lines().any(|l| l.contains(needle));
+    assert!(
+        has(
+            r#"weft_api_requests_total{method="PUT",route="/api/v1/namespaces/{ns}/{plural}/{name}",code="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(has(r#"route="/api/v1/namespaces/{ns}/{plural}/{name}",code="404"} 1"#), "{text}");
+    assert!(has(r#"weft_api_object_writes_total{kind="Service",action="created"} 1"#), "{text}");
+    // The watch cache's revision: the last object write (token writes are not objects).
+    wait_for(
+        "weft_api_store_revision to reach the last object write",
+        Duration::from_secs(10),
+        || {
+            let text = s.get("/metrics").text();
+            text.lines().any(|l| l == format!("weft_api_store_revision {rev}")).then_some(())
+        },
+    );
+    let proxy = s.create_token("proxy", None);
+    assert_eq!(s.call("GET", "/metrics", Some(&proxy), None).status, 200);
+    // Unmatched routes are counted under one label, not one series per path.
+    s.get("/no/such/path/1");
+    s.get("/no/such/path/2");
+    let text = s.get("/metrics").text();
+    assert!(text.contains(r#"route="unmatched",code="404"} 2"#), "{text}");
+}
