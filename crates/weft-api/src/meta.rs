@@ -19,7 +19,10 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ObjectMeta {
     /// Unique within its kind and namespace; a DNS-1123 label (node names may contain dots).
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(min = 1, max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(min = 1, max = 253)
+    )]
     pub name: String,
     /// Defaults to `default`. Absent on cluster-scoped kinds (Node).
     #[serde(default, skip_serializing_if = "Option::is_none")]

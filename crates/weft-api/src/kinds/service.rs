@@ -110,6 +110,29 @@ pub struct TrafficPolicy {
     pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub circuit_breaker: CircuitBreaker,
+    /// Inbound: most requests one instance serves at once; more get 503 at once rather than
+    /// queueing. No limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<u32>,
+    /// Overrides for some paths, matched by longest `pathPrefix` (and `methods`, when given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RoutePolicy>,
+}
+
+/// Policy for requests whose path starts with `pathPrefix`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoutePolicy {
+    pub path_prefix: String,
+    /// Only these methods (e.g. `[GET, HEAD]`); all when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Inbound, per instance, in addition to the service's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Replaces the service's overall timeout for these requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 fn default_timeout() -> Duration {
@@ -126,6 +149,8 @@ impl Default for TrafficPolicy {
             retries: RetryPolicy::default(),
             rate_limit: None,
             circuit_breaker: CircuitBreaker::default(),
+            max_concurrent_requests: None,
+            routes: Vec::new(),
         }
     }
 }
@@ -165,6 +190,44 @@ impl TrafficPolicy {
             }
         }
         self.circuit_breaker.validate(v, &format!("{p}.circuitBreaker"));
+        if let Some(m) = self.max_concurrent_requests {
+            v.check(m >= 1, format!("{p}.maxConcurrentRequests"), "must be at least 1");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let f = format!("{p}.routes[{i}]");
+            v.check(
+                r.path_prefix.starts_with('/'),
+                format!("{f}.pathPrefix"),
+                "must start with '/'",
+            );
+            for (j, m) in r.methods.iter().enumerate() {
+                let ok = !m.is_empty() && m.bytes().all(|c| c.is_ascii_uppercase());
+                v.check(
+                    ok,
+                    format!("{f}.methods[{j}]"),
+                    format!("{m:?} is not an HTTP method (use e.g. GET)"),
+                );
+            }
+            let mut methods = r.methods.clone();
+            methods.sort();
+            if !seen.insert((r.path_prefix.clone(), methods)) {
+                v.error(
+                    format!("{f}.pathPrefix"),
+                    format!("{:?} with these methods is already routed", r.path_prefix),
+                );
+            }
+            if let Some(rl) = &r.rate_limit {
+                let ok = rl.requests_per_second.is_finite() && rl.requests_per_second > 0.0;
+                v.check(ok, format!("{f}.rateLimit.requestsPerSecond"), "must be more than 0");
+                if let Some(b) = rl.burst {
+                    v.check(b >= 1, format!("{f}.rateLimit.burst"), "must be at least 1");
+                }
+            }
+            if let Some(t) = &r.timeout {
+                v.check(!t.is_zero(), format!("{f}.timeout"), "must be more than 0s");
+            }
+        }
     }
 }
 
