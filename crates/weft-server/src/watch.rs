@@ -62,6 +62,7 @@ pub async fn stream(
         deadline,
         timer: Box::pin(tokio::time::sleep_until(earliest(first_bookmark, deadline))),
         initial,
+        fresh: true,
         done: false,
     };
     let body = futures::stream::unfold(watcher, |mut w| async move {
@@ -98,6 +99,8 @@ struct Watcher {
     deadline: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     initial: Option<Bytes>,
+    /// The last read stopped at its batch limit: read again before waiting.
+    fresh: bool,
     done: bool,
     _guard: GaugeGuard,
 }
@@ -111,9 +114,19 @@ impl Watcher {
             self.last_sent = Instant::now();
             return Some(initial);
         }
+        // Right after a chunk went out, hyper polls again at once; unless something was
+        // published since, there is nothing to read and the stream can go straight to waiting.
+        let mut read = self.fresh || self.rx.has_changed().unwrap_or(true);
         loop {
             if self.app.cache.is_closed() {
                 return None;
+            }
+            if !read {
+                read = true;
+                if let Some(bookmark) = self.wait_for_change().await? {
+                    return Some(bookmark);
+                }
+                continue;
             }
             // Mark the current revision seen before reading, so a publish after the read
             // still wakes us.
@@ -129,6 +142,7 @@ impl Watcher {
                     if !batch.events.is_empty() {
                         self.app.metrics.watch_events_sent.inc_by(batch.events.len() as u64);
                         self.last_sent = Instant::now();
+                        self.fresh = batch.more;
                         return Some(concat_lines(&batch.events));
                     }
                     if batch.more {
@@ -136,28 +150,36 @@ impl Watcher {
                     }
                 }
             }
-            tokio::select! {
-                changed = self.rx.changed() => {
-                    if changed.is_err() {
-                        return None;
-                    }
+            if let Some(bookmark) = self.wait_for_change().await? {
+                return Some(bookmark);
+            }
+        }
+    }
+
+    /// Waits for a publish (`Ok(None)`), a due bookmark (`Ok(Some(line))`) or the end of the
+    /// stream (`None`).
+    async fn wait_for_change(&mut self) -> Option<Option<Bytes>> {
+        tokio::select! {
+            changed = self.rx.changed() => {
+                changed.ok()?;
+                Some(None)
+            }
+            _ = self.timer.as_mut() => {
+                let now = Instant::now();
+                if self.deadline.is_some_and(|d| now >= d) {
+                    return None;
                 }
-                _ = self.timer.as_mut() => {
-                    let now = Instant::now();
-                    if self.deadline.is_some_and(|d| now >= d) {
-                        return None;
-                    }
-                    // A stream that carried events recently needs no bookmark to move on.
-                    let due = self.last_sent + self.period;
-                    let send = now >= self.next_bookmark && now >= due;
-                    self.next_bookmark = if send { now + self.period } else { due.max(self.next_bookmark) };
-                    let at = earliest(self.next_bookmark, self.deadline);
-                    self.timer.as_mut().reset(at);
-                    if send {
-                        self.last_sent = now;
-                        return Some(stored::bookmark_line(self.filter.kind.kind, self.seen));
-                    }
+                // A stream that carried events recently needs no bookmark to move on.
+                let due = self.last_sent + self.period;
+                let send = now >= self.next_bookmark && now >= due;
+                self.next_bookmark = if send { now + self.period } else { due.max(self.next_bookmark) };
+                let at = earliest(self.next_bookmark, self.deadline);
+                self.timer.as_mut().reset(at);
+                if send {
+                    self.last_sent = now;
+                    return Some(Some(stored::bookmark_line(self.filter.kind.kind, self.seen)));
                 }
+                Some(None)
             }
         }
     }
