@@ -43,12 +43,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/namespaces/{ns}/{plural}", get(list_namespaced))
         .route(
             "/api/v1/namespaces/{ns}/{plural}/{name}",
-            get(get_namespaced).put(put_namespaced).delete(delete_namespaced),
+            get(get_one).put(put_spec).delete(delete_one),
         )
-        .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_status_namespaced))
+        .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_status))
         .route("/api/v1/{plural}", get(list_all))
-        .route("/api/v1/{plural}/{name}", get(get_cluster).put(put_cluster).delete(delete_cluster))
-        .route("/api/v1/{plural}/{name}/status", put(put_status_cluster))
+        .route("/api/v1/{plural}/{name}", get(get_one).put(put_spec).delete(delete_one))
+        .route("/api/v1/{plural}/{name}/status", put(put_status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record))
@@ -424,35 +424,47 @@ async fn collection(
     }
 }
 
-async fn get_namespaced(
-    State(app): State<Arc<AppState>>,
-    caller: Caller,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    uri: axum::http::Uri,
-) -> Result<Response> {
-    let kind = namespaced(&plural)?;
-    check_namespace(&ns)?;
-    get_one(app, caller, kind, Some(ns), name, uri.query()).await
+/// The object a path names: `/namespaces/{ns}/{plural}/{name}` for namespaced kinds,
+/// `/{plural}/{name}` for cluster-scoped ones. A kind used under the wrong shape is a 404 that
+/// says which shape to use.
+struct ObjectPath {
+    kind: &'static KindInfo,
+    namespace: Option<String>,
+    name: String,
 }
 
-async fn get_cluster(
-    State(app): State<Arc<AppState>>,
-    caller: Caller,
-    Path((plural, name)): Path<(String, String)>,
-    uri: axum::http::Uri,
-) -> Result<Response> {
-    let kind = cluster_scoped(&plural)?;
-    get_one(app, caller, kind, None, name, uri.query()).await
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ObjectPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<ObjectPath> {
+        let Path(mut p) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+        let plural = p.remove("plural").unwrap_or_default();
+        let name = p.remove("name").unwrap_or_default();
+        let namespace = p.remove("ns");
+        let kind = match &namespace {
+            Some(ns) => {
+                check_namespace(ns)?;
+                namespaced(&plural)?
+            }
+            None => cluster_scoped(&plural)?,
+        };
+        Ok(ObjectPath { kind, namespace, name })
+    }
 }
 
 async fn get_one(
-    app: Arc<AppState>,
+    State(app): State<Arc<AppState>>,
     caller: Caller,
-    kind: &'static KindInfo,
-    ns: Option<String>,
-    name: String,
-    query: Option<&str>,
+    ObjectPath { kind, namespace: ns, name }: ObjectPath,
+    uri: axum::http::Uri,
 ) -> Result<Response> {
+    let query = uri.query();
     caller.require(Action::Read(kind))?;
     let params =
         Params::parse(query, &["watch", "wait", "resourceVersion", "timeoutSeconds", "limit"])?;
@@ -554,87 +566,36 @@ async fn put_one(
     Ok(json_response(status, written.object))
 }
 
-async fn put_namespaced(
+async fn put_spec(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path((ns, plural, name)): Path<(String, String, String)>,
+    ObjectPath { kind, namespace, name }: ObjectPath,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let kind = namespaced(&plural)?;
-    check_namespace(&ns)?;
-    put_one(app, caller, kind, Some(ns), name, WriteMode::Spec, uri.query(), headers, body).await
+    put_one(app, caller, kind, namespace, name, WriteMode::Spec, uri.query(), headers, body).await
 }
 
-async fn put_cluster(
+async fn put_status(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path((plural, name)): Path<(String, String)>,
+    ObjectPath { kind, namespace, name }: ObjectPath,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let kind = cluster_scoped(&plural)?;
-    put_one(app, caller, kind, None, name, WriteMode::Spec, uri.query(), headers, body).await
-}
-
-async fn put_status_namespaced(
-    State(app): State<Arc<AppState>>,
-    caller: Caller,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response> {
-    let kind = namespaced(&plural)?;
-    check_namespace(&ns)?;
-    put_one(app, caller, kind, Some(ns), name, WriteMode::Status, uri.query(), headers, body).await
-}
-
-async fn put_status_cluster(
-    State(app): State<Arc<AppState>>,
-    caller: Caller,
-    Path((plural, name)): Path<(String, String)>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response> {
-    let kind = cluster_scoped(&plural)?;
-    put_one(app, caller, kind, None, name, WriteMode::Status, uri.query(), headers, body).await
-}
-
-async fn delete_namespaced(
-    State(app): State<Arc<AppState>>,
-    caller: Caller,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    uri: axum::http::Uri,
-) -> Result<Response> {
-    let kind = namespaced(&plural)?;
-    check_namespace(&ns)?;
-    delete_one(app, caller, kind, Some(ns), name, uri.query()).await
-}
-
-async fn delete_cluster(
-    State(app): State<Arc<AppState>>,
-    caller: Caller,
-    Path((plural, name)): Path<(String, String)>,
-    uri: axum::http::Uri,
-) -> Result<Response> {
-    let kind = cluster_scoped(&plural)?;
-    delete_one(app, caller, kind, None, name, uri.query()).await
+    put_one(app, caller, kind, namespace, name, WriteMode::Status, uri.query(), headers, body).await
 }
 
 async fn delete_one(
-    app: Arc<AppState>,
+    State(app): State<Arc<AppState>>,
     caller: Caller,
-    kind: &'static KindInfo,
-    ns: Option<String>,
-    name: String,
-    query: Option<&str>,
+    ObjectPath { kind, namespace: ns, name }: ObjectPath,
+    uri: axum::http::Uri,
 ) -> Result<Response> {
     caller.require(Action::Delete(kind))?;
-    let params = Params::parse(query, &["resourceVersion"])?;
+    let params = Params::parse(uri.query(), &["resourceVersion"])?;
     let body = objects::delete(&app, kind, ns.as_deref(), &name, params.revision()?).await?;
     Ok(json_response(StatusCode::OK, body))
 }
