@@ -18,7 +18,6 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::Deserialize;
 use tokio::sync::watch;
 use weft_api::selector::Selector;
 use weft_api::wire::EventType;
@@ -201,7 +200,7 @@ impl WatchCache {
             let mut index = cache.labels.lock().unwrap_or_else(|p| p.into_inner());
             index.exact_after = listed_at;
             for kv in objects {
-                index.current.insert(kv.key, labels_of(&kv.value));
+                index.current.insert(kv.key, stored::labels(&kv.value));
             }
         }
         let stream = store.watch(keys::REGISTRY, from).await?;
@@ -422,22 +421,6 @@ pub fn too_old(requested: Revision, oldest: Revision) -> ApiError {
     )
 }
 
-#[derive(Deserialize)]
-struct LabelsOnly {
-    #[serde(default)]
-    metadata: MetaLabels,
-}
-
-#[derive(Deserialize, Default)]
-struct MetaLabels {
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
-
-fn labels_of(value: &[u8]) -> BTreeMap<String, String> {
-    serde_json::from_slice::<LabelsOnly>(value).map(|l| l.metadata.labels).unwrap_or_default()
-}
-
 fn render(ev: &weft_store::Event, index: &mut LabelIndex) -> Option<CachedEvent> {
     let (kind, namespace, name) = keys::parse(&ev.kv.key)?;
     let revision = ev.revision();
@@ -447,7 +430,7 @@ fn render(ev: &weft_store::Event, index: &mut LabelIndex) -> Option<CachedEvent>
         EventKind::Put => EventType::Modified,
     };
     let object = stored::with_revision(&ev.kv.value, revision);
-    let labels = labels_of(&ev.kv.value);
+    let labels = stored::labels(&ev.kv.value);
     let prev_labels = index.prev_and_update(ev, &labels);
     Some(CachedEvent {
         seq: 0,

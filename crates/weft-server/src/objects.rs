@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
 use serde_json::Value;
 use weft_api::selector::Selector;
 use weft_api::wire::{ApplyAction, ApplyResponse, ApplyResult};
@@ -65,18 +64,6 @@ pub async fn get(
     }
 }
 
-#[derive(Deserialize)]
-struct LabelsOnly {
-    #[serde(default)]
-    metadata: MetaLabels,
-}
-
-#[derive(Deserialize, Default)]
-struct MetaLabels {
-    #[serde(default)]
-    labels: std::collections::BTreeMap<String, String>,
-}
-
 /// A `<Kind>List` of the matching objects, read from one store snapshot.
 pub async fn list(
     app: &AppState,
@@ -91,9 +78,7 @@ pub async fn list(
     let mut first = true;
     for kv in &kvs {
         if !selector.is_everything() {
-            let labels = serde_json::from_slice::<LabelsOnly>(&kv.value)
-                .map(|l| l.metadata.labels)
-                .unwrap_or_default();
+            let labels = stored::labels(&kv.value);
             if !selector.matches(&labels) {
                 continue;
             }

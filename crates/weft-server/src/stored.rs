@@ -58,6 +58,21 @@ pub fn decode(stored: &[u8], revision: u64) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// An object's labels, read from its stored bytes without decoding the rest.
+pub fn labels(stored: &[u8]) -> std::collections::BTreeMap<String, String> {
+    #[derive(serde::Deserialize)]
+    struct LabelsOnly {
+        #[serde(default)]
+        metadata: MetaLabels,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct MetaLabels {
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+    }
+    serde_json::from_slice::<LabelsOnly>(stored).map(|l| l.metadata.labels).unwrap_or_default()
+}
+
 /// One NDJSON watch line: `{"type":"ADDED","object":{…}}\n`.
 pub fn event_line(kind: EventType, object: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(object.len() + 32);

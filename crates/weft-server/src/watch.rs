@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::Value;
 use std::pin::Pin;
 use tokio::sync::watch;
 
@@ -212,7 +211,7 @@ async fn initial_events(app: &AppState, filter: &Filter) -> Result<(Bytes, u64)>
             continue;
         }
         if !filter.selector.is_everything() {
-            let labels = labels_of(&kv.value);
+            let labels = stored::labels(&kv.value);
             if !filter.selector.matches(&labels) {
                 continue;
             }
@@ -222,14 +221,6 @@ async fn initial_events(app: &AppState, filter: &Filter) -> Result<(Bytes, u64)>
     }
     out.put_slice(&stored::bookmark_line(filter.kind.kind, revision));
     Ok((out.freeze(), revision))
-}
-
-fn labels_of(value: &[u8]) -> std::collections::BTreeMap<String, String> {
-    serde_json::from_slice::<Value>(value)
-        .ok()
-        .and_then(|v| v.get("metadata")?.get("labels").cloned())
-        .and_then(|l| serde_json::from_value(l).ok())
-        .unwrap_or_default()
 }
 
 /// A long-poll: the events after `after` as soon as there are any, or an empty batch when
