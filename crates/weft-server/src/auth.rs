@@ -72,6 +72,8 @@ pub enum Action<'a> {
     Discover,
     /// Creating, listing and revoking tokens.
     ManageTokens,
+    /// Creating a token of this role (agents mint `proxy` tokens for their sidecars).
+    CreateToken(Role),
 }
 
 impl Caller {
@@ -85,7 +87,9 @@ impl Caller {
             (_, ManageTokens) => false,
             (Role::Viewer, Read(_)) => true,
             (Role::Agent, Read(_)) => true,
-            (Role::Agent, WriteStatus(k)) if is(k, &kinds::INSTANCE) => true,
+            (Role::Agent, WriteStatus(k) | Delete(k)) if is(k, &kinds::INSTANCE) => true,
+            (Role::Agent, CreateToken(Role::Proxy)) => true,
+            (_, CreateToken(_)) => false,
             (Role::Agent, Write(k) | WriteStatus(k) | Delete(k)) => is(k, &kinds::NODE),
             (Role::Proxy, Read(k)) => {
                 is(k, &kinds::SERVICE) || is(k, &kinds::ENDPOINTS) || is(k, &kinds::INSTANCE)
@@ -105,6 +109,7 @@ impl Caller {
             Action::Delete(k) => format!("delete {}", k.plural),
             Action::Discover => "use discovery".to_string(),
             Action::ManageTokens => "manage tokens".to_string(),
+            Action::CreateToken(r) => format!("create {r} tokens"),
         };
         let article = if matches!(self.role, Role::Admin | Role::Agent) { "an" } else { "a" };
         Err(ApiError::new(
@@ -358,6 +363,11 @@ mod tests {
         assert!(agent.allowed(Action::Write(&kinds::NODE)));
         assert!(agent.allowed(Action::WriteStatus(&kinds::INSTANCE)));
         assert!(!agent.allowed(Action::Write(&kinds::INSTANCE)));
+        assert!(agent.allowed(Action::Delete(&kinds::INSTANCE)));
+        assert!(agent.allowed(Action::CreateToken(Role::Proxy)));
+        assert!(!agent.allowed(Action::CreateToken(Role::Admin)));
+        assert!(!agent.allowed(Action::ManageTokens));
+        assert!(admin.allowed(Action::CreateToken(Role::Agent)));
         assert!(!agent.allowed(Action::Write(&kinds::DEPLOYMENT)));
         assert!(proxy.allowed(Action::Read(&kinds::SERVICE)));
         assert!(proxy.allowed(Action::Read(&kinds::ENDPOINTS)));

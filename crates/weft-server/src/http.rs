@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use weft_api::codec;
 use weft_api::selector::Selector;
-use weft_api::wire::{ApplyAction, KindDescription, KindList, TokenRequest};
+use weft_api::wire::{ApplyAction, KindDescription, KindList, Role, TokenRequest};
 use weft_api::{ApiError, ErrorCode, KindInfo, kinds};
 
 use crate::auth::{Action, Caller};
@@ -658,11 +658,14 @@ async fn create_token(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    caller.require(Action::ManageTokens)?;
+    if !caller.allowed(Action::ManageTokens) && !caller.allowed(Action::CreateToken(Role::Proxy)) {
+        caller.require(Action::ManageTokens)?;
+    }
     let text = read_body(&app, &headers, body).await?;
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let req: TokenRequest = kinds::from_value(value)?;
+    caller.require(Action::CreateToken(req.role))?;
     let created = app.auth.create(req.role, req.ttl.map(|t| t.as_std()), &req.description).await?;
     tracing::info!(id = %created.info.id, role = %created.info.role, by = %caller.token_id, "token created");
     Ok(json_body(StatusCode::CREATED, &created))

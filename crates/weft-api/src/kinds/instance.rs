@@ -24,6 +24,11 @@ pub struct InstanceSpec {
     /// The node it runs on; empty until the scheduler binds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Set by the deployment controller to stop the instance gracefully: it leaves its
+    /// services' endpoints at once, then its agent drains, stops the app (SIGTERM, grace
+    /// period, SIGKILL) and its sidecar, and deletes the object.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminating: bool,
     pub template: Template,
 }
 

@@ -50,6 +50,9 @@ pub struct NodeStatus {
     pub cgroups: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_version: String,
+    /// The agent's admin listener (`/metrics` with per-instance cpu and memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

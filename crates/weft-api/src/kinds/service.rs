@@ -20,6 +20,28 @@ pub struct ServiceSpec {
     pub ports: Vec<ServicePort>,
     #[serde(default)]
     pub traffic: TrafficPolicy,
+    /// Expose the service on the ingress gateway: requests whose Host and path match go to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Ingress>,
+}
+
+/// A gateway route. The most specific match wins: a host match over any host, then the longest
+/// path prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Ingress {
+    /// Host to match (`shop.localhost`); any host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default = "root")]
+    pub path_prefix: String,
+    /// The service port to send to (name or number); the first port when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortRef>,
+}
+
+fn root() -> String {
+    "/".to_string()
 }
 
 impl ServiceSpec {
@@ -63,6 +85,29 @@ impl ServiceSpec {
             }
         }
         self.traffic.validate(v);
+        if let Some(ing) = &self.ingress {
+            v.check(
+                ing.path_prefix.starts_with('/'),
+                "spec.ingress.pathPrefix",
+                "must start with '/'",
+            );
+            if let Some(h) = &ing.host
+                && let Err(e) = validate::dns_subdomain(h.split(':').next().unwrap_or(h))
+            {
+                v.error("spec.ingress.host", e);
+            }
+            if let Some(p) = &ing.port {
+                let known = self.ports.iter().any(|sp| match p {
+                    PortRef::Number(n) => sp.port == *n,
+                    PortRef::Name(n) => sp.name.as_deref() == Some(n.as_str()),
+                });
+                v.check(
+                    known,
+                    "spec.ingress.port",
+                    format!("{p} is not one of the service's ports"),
+                );
+            }
+        }
     }
 }
 
