@@ -411,6 +411,45 @@ impl Client {
             .await
     }
 
+    /// An instance's logs as a byte stream (`follow` keeps it open for new lines).
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        instance: &str,
+        follow: bool,
+        tail: Option<u64>,
+        sidecar: bool,
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>> {
+        let mut q = Vec::new();
+        if follow {
+            q.push(("follow", "true".to_string()));
+        }
+        if let Some(t) = tail {
+            q.push(("tail", t.to_string()));
+        }
+        if sidecar {
+            q.push(("sidecar", "true".to_string()));
+        }
+        let path =
+            format!("/api/v1/namespaces/{namespace}/instances/{instance}/log{}", encode_query(&q));
+        let req = self.request(Method::GET, &path, None)?;
+        let resp = tokio::time::timeout(self.timeout, self.send(req))
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        let frames = http_body_util::BodyStream::new(resp.into_body());
+        Ok(Box::pin(frames.filter_map(|f| async move {
+            match f {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(e) => Some(Err(ClientError::Protocol(format!("log stream broke: {e}")))),
+            }
+        })))
+    }
+
     // ---- tokens -------------------------------------------------------------------------
 
     pub async fn create_token(

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod logs;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;

@@ -39,6 +39,7 @@ fn error_responses(codes: &[u16]) -> Map<String, Value> {
             413 => "Body larger than the server accepts",
             415 => "Body in a format the server does not read",
             422 => "Invalid object (unknown field, wrong type, value out of range)",
+            503 => "Unavailable (e.g. the agent holding the logs cannot be reached)",
             _ => "Error",
         };
         m.insert(
@@ -313,6 +314,23 @@ fn build() -> Value {
                 "application/yaml": { "schema": { "type": "string", "description": "Multi-document YAML" } }
             } },
             "responses": with_errors(json_ok("ApplyResponse", "What was done to each object"), &[400, 401, 403, 409, 413, 415, 422]),
+        } }),
+    );
+    paths.insert(
+        "/api/v1/namespaces/{ns}/instances/{name}/log".into(),
+        json!({ "get": {
+            "summary": "An instance's logs, from the agent that runs it",
+            "parameters": [
+                param("ns", "path", dns_label(), "Namespace"),
+                param("name", "path", json!({ "type": "string" }), "Instance name"),
+                param("follow", "query", json!({ "type": "boolean" }), "Keep streaming new lines"),
+                param("tail", "query", json!({ "type": "integer", "minimum": 0 }), "Only the last N lines"),
+                param("sidecar", "query", json!({ "type": "boolean" }), "The sidecar's log instead of the app's")
+            ],
+            "responses": with_errors(
+                Map::from_iter([("200".to_string(), json!({ "description": "Log lines", "content": { "text/plain": { "schema": { "type": "string" } } } }))]),
+                &[400, 401, 403, 404, 503],
+            ),
         } }),
     );
     paths.insert(

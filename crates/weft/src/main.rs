@@ -42,6 +42,13 @@ enum Command {
     Describe(cmd::describe::DescribeArgs),
     /// Delete objects by name or by manifest
     Delete(cmd::delete::DeleteArgs),
+    /// Print an instance's logs (-f to follow)
+    Logs(cmd::logs::LogsArgs),
+    /// Set a deployment's replicas
+    Scale(cmd::scale::ScaleArgs),
+    /// Follow rollouts (`weft rollout status deploy NAME`)
+    #[command(subcommand)]
+    Rollout(cmd::rollout::RolloutCommand),
     /// Create, list and revoke api tokens
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
@@ -87,6 +94,9 @@ fn main() -> ExitCode {
             Command::Get(args) => cmd::get::run(conn, args).await,
             Command::Describe(args) => cmd::describe::run(conn, args).await,
             Command::Delete(args) => cmd::delete::run(conn, args).await,
+            Command::Logs(args) => cmd::logs::run(conn, args).await,
+            Command::Scale(args) => cmd::scale::run(conn, args).await,
+            Command::Rollout(c) => cmd::rollout::run(conn, c).await,
             Command::Token(c) => cmd::token::run(conn, c).await,
             Command::Proxy(args) => weft_proxy::run(*args).await,
         }

@@ -3,5 +3,8 @@ pub mod apply;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod logs;
+pub mod rollout;
+pub mod scale;
 pub mod server;
 pub mod token;
