@@ -1,4 +1,6 @@
-//! The admin listener: `/metrics` (Prometheus text), `/ready`, `/live`, `/config`.
+//! The admin listener: `/metrics` (Prometheus text), `/ready`, `/live`, `/config` (the effective
+//! configuration; for a sidecar also `routes`: services, endpoints with their health, inbound
+//! routes, at the revision being served).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,18 +54,39 @@ fn handle(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "use GET\n");
     }
     match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            proxy.metrics().encode(),
-        ),
+        "/metrics" => {
+            proxy.refresh_gauges();
+            text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                proxy.metrics().encode(),
+            )
+        }
         "/ready" if proxy.is_ready() => text(StatusCode::OK, PLAIN, "ready\n"),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "draining\n"),
+        "/ready" if proxy.drain.is_draining() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "draining\n")
+        }
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PLAIN,
+            "waiting for the first configuration from the control plane\n",
+        ),
         "/live" => text(StatusCode::OK, PLAIN, "live\n"),
-        "/config" => match serde_json::to_vec_pretty(proxy.config()) {
-            Ok(json) => text(StatusCode::OK, "application/json", json),
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, "cannot encode config\n"),
-        },
+        "/config" => {
+            let mut json = serde_json::to_value(proxy.config()).unwrap_or_default();
+            if let (crate::proxy::Mode::Sidecar(s), Some(obj)) = (&proxy.mode, json.as_object_mut())
+            {
+                // The plain proxy's fields say nothing about a sidecar.
+                for plain in ["listen", "upstreams", "service", "direction"] {
+                    obj.remove(plain);
+                }
+                obj.insert("routes".into(), s.snapshot.load().describe(std::time::Instant::now()));
+            }
+            match serde_json::to_vec_pretty(&json) {
+                Ok(body) => text(StatusCode::OK, "application/json", body),
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, PLAIN, "cannot encode config\n"),
+            }
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             PLAIN,

@@ -1,12 +1,16 @@
 //! Command-line flags and the effective configuration they produce.
 //!
 //! Flags are taken as text and checked here (not by clap) so that every bad value becomes one
-//! [`ConfigError`] line naming its flag, and `weft proxy` can exit 64 for it.
+//! [`ConfigError`] line naming its flag, and `weft proxy` can exit 64 for it. The sidecar's own
+//! settings (listeners, where services come from) are [`crate::sidecar::SidecarConfig`]; the
+//! static `--config FILE` is read by [`crate::sidecar::file`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::sidecar::SidecarConfig;
 
 /// Flag defaults, shared by clap (help) and [`ProxyArgs::parse_plain`].
 mod defaults {
@@ -25,25 +29,78 @@ mod defaults {
     pub const RUNTIME: &str = "per-core";
 }
 
+/// How `weft proxy` explains its modes (`--help`).
+pub const HELP: &str = "\
+Modes:
+  plain reverse proxy   weft proxy --listen ADDR --upstream ADDR[,ADDR...]
+  static sidecar        weft proxy --config FILE
+  dynamic sidecar       weft proxy --server URL --token T --instance NAME [--namespace NS]
+
+Listener flags (both sidecar modes; added to the --config file's, and to the Instance's upstreams):
+  --inbound NAME=PUBLIC_ADDR:APP_ADDR[:PROTOCOL]   the instance's port NAME: PUBLIC_ADDR is owned by
+        the proxy, APP_ADDR is where the app listens ($PORT); PROTOCOL http (default), http2, grpc
+        or tcp. IPv6: NAME=[::1]:31001,[::1]:41001,tcp (commas instead of colons).
+  --outbound ADDR          the app's HTTP_PROXY: http://catalog/... or Host: catalog[.NS] routing
+  --upstream-port SERVICE[.NS][:PORT]=ADDR   a fixed local port for one service (TCP, gRPC)
+  --admin ADDR             /metrics, /ready, /live, /config
+
+Examples:
+  weft proxy --listen 127.0.0.1:8081 --upstream 127.0.0.1:9001,127.0.0.1:9002
+  weft proxy --config sidecar.yaml --admin 127.0.0.1:15000
+  WEFT_TOKEN=$(cat proxy.token) weft proxy --server http://127.0.0.1:7070 --instance catalog-7f9c2 \\
+      --inbound http=127.0.0.1:31001:127.0.0.1:41001 --outbound 127.0.0.1:15001 \\
+      --upstream-port cart.shop:grpc=127.0.0.1:9001 --admin 127.0.0.1:15000
+
+Exit codes: 0 after a drain, 64 for a bad flag or configuration file, 1 otherwise.";
+
 /// `weft proxy` command-line arguments.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Clone, PartialEq, Eq, clap::Args)]
 pub struct ProxyArgs {
-    /// Address to listen on for proxied traffic, e.g. 127.0.0.1:8081.
+    /// Plain mode: address to listen on for proxied traffic, e.g. 127.0.0.1:8081.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Plain reverse-proxy mode: forward every request to these upstreams (round-robin).
     #[arg(long, value_name = "ADDR[,ADDR...]")]
     pub upstream: Option<String>,
+    /// Static sidecar mode: services, endpoints, traffic policy and listeners from this YAML
+    /// file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<String>,
+    /// Dynamic sidecar mode: the api server to follow, e.g. http://127.0.0.1:7070.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Api token with the proxy role (dynamic mode).
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The Instance this sidecar stands beside (dynamic mode): its labels, namespace and
+    /// upstreams are read from the api.
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// The instance's namespace (dynamic mode) [default: default].
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Inbound listener for the instance's port NAME (repeatable), e.g.
+    /// http=127.0.0.1:31001:127.0.0.1:41001 or db=127.0.0.1:31002:127.0.0.1:41002:tcp.
+    #[arg(long, value_name = "NAME=PUBLIC_ADDR:APP_ADDR[:PROTOCOL]")]
+    pub inbound: Vec<String>,
+    /// Outbound HTTP proxy listener (the app's HTTP_PROXY).
+    #[arg(long, value_name = "ADDR")]
+    pub outbound: Option<String>,
+    /// A fixed local port forwarding to one service (repeatable), e.g. catalog=127.0.0.1:9001
+    /// or cart.shop:grpc=127.0.0.1:9002.
+    #[arg(long = "upstream-port", value_name = "SERVICE[.NS][:PORT]=ADDR")]
+    pub upstream_port: Vec<String>,
     /// Admin listener serving /metrics, /ready, /live and /config.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
-    /// Service name used in metric labels.
+    /// Plain mode: service name used in metric labels.
     #[arg(long, env = "WEFT_SERVICE", value_name = "NAME", default_value = defaults::SERVICE)]
     pub service: String,
-    /// Traffic direction used in metric labels: inbound or outbound.
+    /// Plain mode: traffic direction used in metric labels: inbound or outbound.
     #[arg(long, value_name = "DIR", default_value = defaults::DIRECTION)]
     pub direction: String,
-    /// Time an upstream has to send response headers before the client gets 504.
+    /// Time an upstream has to send response headers before the client gets 504 (sidecar:
+    /// inbound requests; outbound ones follow their Service's `traffic.timeout`).
     #[arg(long, value_name = "DURATION", default_value = defaults::TIMEOUT)]
     pub timeout: String,
     /// Time allowed to establish an upstream TCP connection.
@@ -83,11 +140,38 @@ pub struct ProxyArgs {
     pub runtime: String,
 }
 
+impl std::fmt::Debug for ProxyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Everything but the token.
+        f.debug_struct("ProxyArgs")
+            .field("listen", &self.listen)
+            .field("upstream", &self.upstream)
+            .field("config", &self.config)
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("instance", &self.instance)
+            .field("namespace", &self.namespace)
+            .field("inbound", &self.inbound)
+            .field("outbound", &self.outbound)
+            .field("upstream_port", &self.upstream_port)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for ProxyArgs {
     fn default() -> Self {
         ProxyArgs {
             listen: None,
             upstream: None,
+            config: None,
+            server: None,
+            token: None,
+            instance: None,
+            namespace: None,
+            inbound: Vec::new(),
+            outbound: None,
+            upstream_port: Vec::new(),
             admin: None,
             service: defaults::SERVICE.into(),
             direction: defaults::DIRECTION.into(),
@@ -118,6 +202,9 @@ impl ProxyArgs {
         if let Ok(service) = std::env::var("WEFT_SERVICE") {
             out.service = service;
         }
+        if let Ok(token) = std::env::var("WEFT_TOKEN") {
+            out.token = Some(token);
+        }
         let mut seen: Vec<&str> = Vec::new();
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -126,7 +213,22 @@ impl ProxyArgs {
                 Some((n, v)) => (n, v.to_string()),
                 None => (flag, it.next()?.clone()),
             };
-            if seen.contains(&name) || value.starts_with('-') && !flag.contains('=') {
+            if value.starts_with('-') && !flag.contains('=') {
+                return None;
+            }
+            // Repeatable flags.
+            match name {
+                "inbound" => {
+                    out.inbound.push(value);
+                    continue;
+                }
+                "upstream-port" => {
+                    out.upstream_port.push(value);
+                    continue;
+                }
+                _ => {}
+            }
+            if seen.contains(&name) {
                 return None;
             }
             seen.push(name);
@@ -141,6 +243,18 @@ impl ProxyArgs {
                 }
                 "admin" => {
                     out.admin = Some(value);
+                    continue;
+                }
+                "config" | "server" | "token" | "instance" | "namespace" | "outbound" => {
+                    let slot = match name {
+                        "config" => &mut out.config,
+                        "server" => &mut out.server,
+                        "token" => &mut out.token,
+                        "instance" => &mut out.instance,
+                        "namespace" => &mut out.namespace,
+                        _ => &mut out.outbound,
+                    };
+                    *slot = Some(value);
                     continue;
                 }
                 "threads" => {
@@ -178,7 +292,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn bad(flag: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(flag: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { flag, message: message.into() }
 }
 
@@ -222,12 +336,19 @@ pub struct UpstreamConfig {
 }
 
 /// The effective configuration (served as JSON on the admin listener's `/config`).
+///
+/// `listen`, `upstreams`, `service` and `direction` describe the plain reverse proxy; in sidecar
+/// mode (`sidecar` is set) listeners and services come from [`SidecarConfig`] instead, and the
+/// remaining fields (timeouts, limits, threads) apply to every listener.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
-    /// Where proxied traffic is accepted.
+    /// Plain mode: where proxied traffic is accepted.
     pub listen: SocketAddr,
-    /// Where it goes.
+    /// Plain mode: where it goes.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Sidecar mode: listeners and where services, endpoints and policy come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarConfig>,
     /// The admin listener, if any.
     pub admin: Option<SocketAddr>,
     /// Metric label `service`.
@@ -275,6 +396,7 @@ impl Config {
                 .iter()
                 .map(|a| UpstreamConfig { name: a.to_string(), addr: *a })
                 .collect(),
+            sidecar: None,
             admin: None,
             service: "default".into(),
             direction: Direction::Inbound,
@@ -293,32 +415,29 @@ impl Config {
         }
     }
 
-    /// Checks the flags and builds the configuration.
+    /// A sidecar configuration with the defaults.
+    pub fn sidecar(sidecar: SidecarConfig) -> Config {
+        let mut c = Config::new(SocketAddr::from(([127, 0, 0, 1], 0)), &[]);
+        c.sidecar = Some(sidecar);
+        c
+    }
+
+    /// Checks the flags (and the `--config` file) and builds the configuration.
     pub fn from_args(args: &ProxyArgs) -> Result<Config, ConfigError> {
-        let upstream = args.upstream.as_deref().ok_or_else(|| {
-            bad(
-                "upstream",
-                "is required: `weft proxy --listen ADDR --upstream ADDR[,ADDR...]` \
-                 (control-plane mode is not available yet)",
-            )
-        })?;
-        let listen = args
-            .listen
-            .as_deref()
-            .ok_or_else(|| bad("listen", "is required, e.g. --listen 127.0.0.1:8081"))?;
-        let listen = parse_addr("listen", listen)?;
-        let mut upstreams = Vec::new();
-        for part in upstream.split(',') {
-            let part = part.trim();
-            upstreams.push(UpstreamConfig {
-                name: part.to_string(),
-                addr: parse_addr("upstream", part)?,
-            });
-        }
-        let admin = args.admin.as_deref().map(|a| parse_addr("admin", a)).transpose()?;
-        if admin == Some(listen) && listen.port() != 0 {
-            return Err(bad("admin", "must differ from --listen"));
-        }
+        let (listen, upstreams, sidecar, admin) = match &args.upstream {
+            Some(upstream) => Self::plain_mode(args, upstream).map(|(l, u, a)| (l, u, None, a))?,
+            None => {
+                if args.listen.is_some() {
+                    return Err(bad(
+                        "listen",
+                        "is for the plain reverse proxy (with --upstream); a sidecar listens \
+                         with --inbound, --outbound and --upstream-port",
+                    ));
+                }
+                let (sidecar, admin) = SidecarConfig::from_args(args)?;
+                (SocketAddr::from(([127, 0, 0, 1], 0)), Vec::new(), Some(sidecar), admin)
+            }
+        };
         let service = args.service.trim();
         if service.is_empty() || service.chars().any(|c| c.is_control()) {
             return Err(bad("service", "must be a non-empty name"));
@@ -349,6 +468,7 @@ impl Config {
         let config = Config {
             listen,
             upstreams,
+            sidecar,
             admin,
             service: service.to_string(),
             direction,
@@ -381,9 +501,49 @@ impl Config {
         };
         Ok(config)
     }
+
+    /// `--listen` and `--upstream`; the sidecar flags do not go with them.
+    fn plain_mode(
+        args: &ProxyArgs,
+        upstream: &str,
+    ) -> Result<(SocketAddr, Vec<UpstreamConfig>, Option<SocketAddr>), ConfigError> {
+        for (flag, given) in [
+            ("config", args.config.is_some()),
+            ("server", args.server.is_some()),
+            ("instance", args.instance.is_some()),
+            ("inbound", !args.inbound.is_empty()),
+            ("outbound", args.outbound.is_some()),
+            ("upstream-port", !args.upstream_port.is_empty()),
+        ] {
+            if given {
+                return Err(bad(
+                    flag,
+                    "is a sidecar flag and does not go with --upstream (the plain reverse proxy)",
+                ));
+            }
+        }
+        let listen = args
+            .listen
+            .as_deref()
+            .ok_or_else(|| bad("listen", "is required, e.g. --listen 127.0.0.1:8081"))?;
+        let listen = parse_addr("listen", listen)?;
+        let mut upstreams = Vec::new();
+        for part in upstream.split(',') {
+            let part = part.trim();
+            upstreams.push(UpstreamConfig {
+                name: part.to_string(),
+                addr: parse_addr("upstream", part)?,
+            });
+        }
+        let admin = args.admin.as_deref().map(|a| parse_addr("admin", a)).transpose()?;
+        if admin == Some(listen) && listen.port() != 0 {
+            return Err(bad("admin", "must differ from --listen"));
+        }
+        Ok((listen, upstreams, admin))
+    }
 }
 
-fn parse_addr(flag: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn parse_addr(flag: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -434,7 +594,7 @@ pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, Config
     Ok(d)
 }
 
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     let ms = d.as_millis();
     if ms.is_multiple_of(1000) {
         s.serialize_str(&format!("{}s", ms / 1000))
@@ -468,6 +628,25 @@ mod tests {
             &[],
             &["--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2,127.0.0.1:3"],
             &["--listen=127.0.0.1:1", "--upstream=x", "--admin", "127.0.0.1:9", "--threads", "2"],
+            &[
+                "--config",
+                "sidecar.yaml",
+                "--inbound",
+                "http=127.0.0.1:1:127.0.0.1:2",
+                "--inbound=db=127.0.0.1:3:127.0.0.1:4:tcp",
+                "--upstream-port",
+                "cart.shop=9001",
+                "--outbound",
+                "127.0.0.1:5",
+                "--server",
+                "http://127.0.0.1:7070",
+                "--token",
+                "weft_x",
+                "--instance",
+                "web-1",
+                "--namespace",
+                "shop",
+            ],
             &[
                 "--service",
                 "shop",

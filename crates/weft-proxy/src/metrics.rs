@@ -2,7 +2,10 @@
 //!
 //! Families are registered once; a request only touches pre-resolved handles (an atomic add, a
 //! histogram observe): per service the in-flight gauge, the duration histograms by status class
-//! and the error counters; per upstream one lazily created counter per status code.
+//! and the error counters; per upstream one lazily created counter per common status code (other
+//! codes look their series up). Policy metrics (rate limiting, circuit breaking, ejections,
+//! retries) get their handles when a configuration snapshot is built; the control plane's own
+//! (`weft_config_updates_total`, `weft_config_revision`) are global.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -46,7 +49,34 @@ struct ServiceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TcpLabels {
     direction: &'static str,
+    service: String,
     peer: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    direction: &'static str,
+    service: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    direction: &'static str,
+    service: String,
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    direction: &'static str,
+    service: String,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,10 +107,18 @@ pub enum ErrorKind {
     ClientAbort,
     /// Request this mode does not proxy (e.g. CONNECT: 405).
     Unsupported,
+    /// Outbound request naming no known service or port (503).
+    NoRoute,
+    /// The service has no ready endpoint (503).
+    NoEndpoint,
+    /// Over a circuit-breaker limit or the inbound concurrency cap (503).
+    Overloaded,
+    /// Over the inbound rate limit (429).
+    RateLimited,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 9] = [
+    const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
         ErrorKind::HeaderTooLarge,
         ErrorKind::HeaderTimeout,
@@ -90,6 +128,10 @@ impl ErrorKind {
         ErrorKind::UpstreamReset,
         ErrorKind::ClientAbort,
         ErrorKind::Unsupported,
+        ErrorKind::NoRoute,
+        ErrorKind::NoEndpoint,
+        ErrorKind::Overloaded,
+        ErrorKind::RateLimited,
     ];
 
     /// The label value.
@@ -104,6 +146,10 @@ impl ErrorKind {
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::ClientAbort => "client_abort",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::NoEndpoint => "no_endpoint",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 }
@@ -116,6 +162,10 @@ const GRPC_STATUS: [&str; 18] = [
     "other",
 ];
 
+/// Status codes with a pre-resolved counter per upstream; others look their series up.
+const COMMON_CODES: [u16; 16] =
+    [200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504];
+
 /// The registry and the metric families.
 pub struct Metrics {
     registry: Registry,
@@ -125,6 +175,13 @@ pub struct Metrics {
     in_flight: Family<ServiceLabels, Gauge>,
     tcp: Family<TcpLabels, Gauge>,
     errors: Family<ErrorLabels, Counter>,
+    rate_limited: Family<RouteLabels, Counter>,
+    circuit_open: Family<ServiceLabels, Gauge>,
+    circuit_rejected: Family<LimitLabels, Counter>,
+    ejections: Family<EndpointLabels, Counter>,
+    retries: Family<ServiceLabels, Counter>,
+    config_updates: Family<ResultLabels, Counter>,
+    config_revision: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -188,7 +245,64 @@ impl Metrics {
             "gRPC responses proxied, by upstream and grpc-status",
             grpc.clone(),
         );
-        Metrics { registry, requests, grpc, durations, in_flight, tcp, errors }
+        let rate_limited = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "weft_rate_limited",
+            "Requests refused with 429 by the inbound rate limit, by route (* for the service's own limit)",
+            rate_limited.clone(),
+        );
+        let circuit_open = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            "weft_circuit_open",
+            "1 while a circuit-breaker limit of the service is reached (read at scrape time)",
+            circuit_open.clone(),
+        );
+        let circuit_rejected = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "weft_circuit_rejected",
+            "Requests refused with 503 by a circuit-breaker limit or the inbound concurrency cap",
+            circuit_rejected.clone(),
+        );
+        let ejections = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "weft_endpoint_ejections",
+            "Endpoints ejected by outlier detection (consecutive errors)",
+            ejections.clone(),
+        );
+        let retries = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "weft_retries",
+            "Retried attempts, within the retry budget",
+            retries.clone(),
+        );
+        let config_updates = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "weft_config_updates",
+            "Configuration updates from the control plane or file: applied, or rejected as invalid",
+            config_updates.clone(),
+        );
+        let config_revision = Gauge::default();
+        registry.register(
+            "weft_config_revision",
+            "Store revision of the configuration being served (0: none yet)",
+            config_revision.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            grpc,
+            durations,
+            in_flight,
+            tcp,
+            errors,
+            rate_limited,
+            circuit_open,
+            circuit_rejected,
+            ejections,
+            retries,
+            config_updates,
+            config_revision,
+        }
     }
 
     /// The Prometheus text exposition (OpenMetrics) of every family.
@@ -215,7 +329,11 @@ impl Metrics {
                 })
                 .clone()
         });
-        let tcp = |peer| self.tcp.get_or_create(&TcpLabels { direction, peer }).clone();
+        let tcp = |peer| {
+            self.tcp
+                .get_or_create(&TcpLabels { direction, service: service.to_string(), peer })
+                .clone()
+        };
         ServiceMetrics {
             in_flight: self.in_flight.get_or_create(&svc).clone(),
             durations,
@@ -237,9 +355,59 @@ impl Metrics {
             upstream: upstream.to_string(),
             requests: self.requests.clone(),
             grpc: self.grpc.clone(),
-            codes: (100..600).map(|_| OnceLock::new()).collect(),
+            codes: std::array::from_fn(|_| OnceLock::new()),
             grpc_codes: std::array::from_fn(|_| OnceLock::new()),
         }
+    }
+
+    pub(crate) fn rate_limited(
+        &self,
+        direction: &'static str,
+        service: &str,
+        route: &str,
+    ) -> Counter {
+        let l = RouteLabels { direction, service: service.into(), route: route.into() };
+        self.rate_limited.get_or_create(&l).clone()
+    }
+
+    pub(crate) fn circuit_open(&self, direction: &'static str, service: &str) -> Gauge {
+        let l = ServiceLabels { direction, service: service.into() };
+        self.circuit_open.get_or_create(&l).clone()
+    }
+
+    pub(crate) fn circuit_rejected(
+        &self,
+        direction: &'static str,
+        service: &str,
+        limit: &'static str,
+    ) -> Counter {
+        let l = LimitLabels { direction, service: service.into(), limit };
+        self.circuit_rejected.get_or_create(&l).clone()
+    }
+
+    pub(crate) fn ejections(
+        &self,
+        direction: &'static str,
+        service: &str,
+        upstream: &str,
+    ) -> Counter {
+        let l = EndpointLabels { direction, service: service.into(), upstream: upstream.into() };
+        self.ejections.get_or_create(&l).clone()
+    }
+
+    pub(crate) fn retries(&self, direction: &'static str, service: &str) -> Counter {
+        let l = ServiceLabels { direction, service: service.into() };
+        self.retries.get_or_create(&l).clone()
+    }
+
+    /// A configuration update was applied (`true`) or rejected as invalid.
+    pub(crate) fn config_update(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.config_updates.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub(crate) fn set_config_revision(&self, revision: u64) {
+        self.config_revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
     }
 }
 
@@ -274,27 +442,34 @@ pub(crate) struct UpstreamMetrics {
     upstream: String,
     requests: Family<RequestLabels, Counter>,
     grpc: Family<GrpcLabels, Counter>,
-    codes: Box<[OnceLock<Counter>]>,
+    codes: [OnceLock<Counter>; COMMON_CODES.len()],
     grpc_codes: [OnceLock<Counter>; GRPC_STATUS.len()],
 }
 
 impl UpstreamMetrics {
+    /// The `service` label.
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
     /// Counts one response with this HTTP status.
     #[inline]
     pub(crate) fn response(&self, status: u16) {
         let code = status.clamp(100, 599);
-        self.codes[usize::from(code - 100)]
-            .get_or_init(|| {
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        direction: self.direction,
-                        service: self.service.clone(),
-                        upstream: self.upstream.clone(),
-                        code,
-                    })
-                    .clone()
-            })
-            .inc();
+        let series = || {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    direction: self.direction,
+                    service: self.service.clone(),
+                    upstream: self.upstream.clone(),
+                    code,
+                })
+                .clone()
+        };
+        match COMMON_CODES.iter().position(|&c| c == code) {
+            Some(i) => self.codes[i].get_or_init(series).inc(),
+            None => series().inc(),
+        };
     }
 
     /// Counts one gRPC response with this `grpc-status` value.

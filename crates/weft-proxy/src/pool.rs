@@ -1,13 +1,20 @@
-//! Upstream connections of one worker: per upstream, a LIFO stack of idle raw HTTP/1.1
+//! Upstream connections of one worker: per upstream address, a LIFO stack of idle raw HTTP/1.1
 //! connections (for the HTTP/1 fast path), a LIFO stack of idle hyper HTTP/1.1 connections (for
 //! the general path) and one shared HTTP/2 connection.
 //!
-//! Each worker (one runtime) has its own pool, so the locks are never contended; a checkout is a
-//! lock, a pop and a readiness check. A connection goes back on the stack when its response body
-//! ended cleanly; stale ones are dropped on checkout and by a sweeper.
+//! Each worker (one runtime) has its own pool, so the lock is never contended; a checkout is a
+//! lock, a hash lookup, a pop and a readiness check. Addresses come and go with the
+//! configuration: an entry is created on first use and dropped by the sweeper once it holds
+//! nothing. A connection goes back on the stack when its response ended cleanly; stale ones are
+//! dropped on checkout and by the sweeper.
+//!
+//! New connections count against the cluster's circuit breaker: a pending slot while
+//! connecting, a connection slot for as long as the connection lives.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -16,6 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
+use crate::cluster::Cluster;
+use crate::policy::{Limit, Policy};
 use crate::proxy::Proxy;
 
 /// Why no upstream connection could be had.
@@ -27,6 +36,16 @@ pub(crate) enum ConnectError {
     Timeout(SocketAddr),
     #[error("handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
+    /// A circuit-breaker limit refused a new connection (not the endpoint's fault).
+    #[error("circuit breaker open: {} reached", .0.field())]
+    Overloaded(Limit),
+}
+
+impl ConnectError {
+    /// A failure of the endpoint (counts toward ejection, retried as connect-failure).
+    pub(crate) fn is_endpoint_error(&self) -> bool {
+        !matches!(self, ConnectError::Overloaded(_))
+    }
 }
 
 /// Initial read buffer of a raw upstream connection.
@@ -47,68 +66,164 @@ pub(crate) struct RawConn {
 
 #[derive(Default)]
 struct Endpoint {
-    raw: Mutex<Vec<RawConn>>,
-    h1: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    raw: Vec<RawConn>,
+    h1: Vec<Idle>,
+    h2: Option<http2::SendRequest<Incoming>>,
 }
 
+impl Endpoint {
+    fn is_empty(&self) -> bool {
+        self.raw.is_empty() && self.h1.is_empty() && self.h2.is_none()
+    }
+}
+
+/// FxHash: socket addresses are not attacker-chosen keys, and SipHash would cost more than the
+/// rest of a checkout.
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Map = HashMap<SocketAddr, Endpoint, BuildHasherDefault<Fx>>;
+
 pub(crate) struct Pool {
-    endpoints: Box<[Endpoint]>,
-    addrs: Box<[SocketAddr]>,
+    endpoints: Mutex<Map>,
     idle_timeout: Duration,
     connect_timeout: Duration,
     max_idle: usize,
-    gauge: Gauge,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
 
-/// Decrements the upstream connection gauge when the connection task ends.
-struct Counted(Gauge);
+/// Keeps an upstream connection counted (gauge, breaker slot) until the connection is gone.
+pub(crate) struct Counted {
+    gauge: Gauge,
+    policy: Option<Arc<Policy>>,
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.dec();
+        self.gauge.dec();
+        if let Some(p) = &self.policy {
+            p.release(Limit::Connections);
+        }
     }
 }
 
+/// A new TCP connection to `addr`, counted in the cluster's upstream connection gauge and
+/// breaker until the returned guard is dropped (a pending slot is held while connecting).
+pub(crate) async fn connect_counted(
+    addr: SocketAddr,
+    cluster: &Arc<Cluster>,
+    connect_timeout: Duration,
+) -> Result<(TcpStream, Counted), ConnectError> {
+    let policy = &cluster.policy;
+    if !policy.acquire(Limit::Pending) {
+        return Err(ConnectError::Overloaded(Limit::Pending));
+    }
+    let connected = async {
+        if !policy.acquire(Limit::Connections) {
+            return Err(ConnectError::Overloaded(Limit::Connections));
+        }
+        let counted = Counted {
+            gauge: cluster.svc().upstream_connections.clone(),
+            policy: policy.breaker.is_some().then(|| policy.clone()),
+        };
+        cluster.svc().upstream_connections.inc();
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => Ok((s, counted)),
+            Ok(Err(e)) => Err(ConnectError::Io(addr, e)),
+            Err(_) => Err(ConnectError::Timeout(addr)),
+        }
+    }
+    .await;
+    policy.release(Limit::Pending);
+    let (stream, counted) = connected?;
+    let _ = stream.set_nodelay(true);
+    Ok((stream, counted))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the data inconsistent (push/pop/replace).
+    // A panic while holding this lock cannot leave the map inconsistent (push/pop/replace).
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pool {
     pub(crate) fn new(proxy: &Proxy) -> Pool {
         let cfg = &proxy.config;
-        let h1 = http1::Builder::new();
-        let h2 = http2::Builder::new(TokioExecutor::new());
         Pool {
-            endpoints: cfg.upstreams.iter().map(|_| Endpoint::default()).collect(),
-            addrs: cfg.upstreams.iter().map(|u| u.addr).collect(),
+            endpoints: Mutex::new(Map::default()),
             idle_timeout: cfg.upstream_idle_timeout,
             connect_timeout: cfg.connect_timeout,
             max_idle: cfg.max_idle_per_upstream,
-            gauge: proxy.svc.upstream_connections.clone(),
-            h1,
-            h2,
+            h1: http1::Builder::new(),
+            h2: http2::Builder::new(TokioExecutor::new()),
         }
     }
 
-    /// A connection to upstream `idx` ready for a request; `reused` says whether it came from
-    /// the pool (a request it fails to send may be retried on a fresh one).
+    /// A connection to `addr` ready for a request; `reused` says whether it came from the pool
+    /// (a request it fails to send may be retried on a fresh one).
     pub(crate) async fn checkout_h1(
         &self,
-        idx: usize,
+        addr: SocketAddr,
+        cluster: &Arc<Cluster>,
         now: Instant,
     ) -> Result<(http1::SendRequest<Incoming>, bool), ConnectError> {
         loop {
-            let idle = lock(&self.endpoints[idx].h1).pop();
+            let idle = {
+                let mut map = lock(&self.endpoints);
+                match map.get_mut(&addr) {
+                    Some(ep) => match ep.h1.pop() {
+                        Some(i) if now.saturating_duration_since(i.since) >= self.idle_timeout => {
+                            // Everything below it is older still.
+                            ep.h1.clear();
+                            None
+                        }
+                        other => other,
+                    },
+                    None => None,
+                }
+            };
             let Some(mut idle) = idle else { break };
-            if now.saturating_duration_since(idle.since) >= self.idle_timeout {
-                // Everything below it is older still.
-                lock(&self.endpoints[idx].h1).clear();
-                break;
-            }
             if idle.tx.is_ready() {
                 return Ok((idle.tx, true));
             }
@@ -116,83 +231,90 @@ impl Pool {
                 return Ok((idle.tx, true));
             }
         }
-        Ok((self.connect_h1(idx).await?, false))
+        Ok((self.connect_h1(addr, cluster).await?, false))
     }
 
-    /// An idle raw connection to upstream `idx` (`true`: reused) or a new one.
+    /// An idle raw connection to `addr` (`true`: reused) or a new one.
+    #[inline]
     pub(crate) async fn checkout_raw(
         &self,
-        idx: usize,
+        addr: SocketAddr,
+        cluster: &Arc<Cluster>,
         now: Instant,
     ) -> Result<(RawConn, bool), ConnectError> {
         let idle = {
-            let mut raw = lock(&self.endpoints[idx].raw);
-            match raw.pop() {
-                Some(c) if now.saturating_duration_since(c.since) >= self.idle_timeout => {
-                    // Everything below it is older still.
-                    raw.clear();
-                    None
-                }
-                other => other,
+            let mut map = lock(&self.endpoints);
+            match map.get_mut(&addr) {
+                Some(ep) => match ep.raw.pop() {
+                    Some(c) if now.saturating_duration_since(c.since) >= self.idle_timeout => {
+                        // Everything below it is older still.
+                        ep.raw.clear();
+                        None
+                    }
+                    other => other,
+                },
+                None => None,
             }
         };
         if let Some(conn) = idle {
             return Ok((conn, true));
         }
-        let (stream, counted) = self.connect(idx).await?;
+        let (stream, counted) = self.connect(addr, cluster).await?;
         let conn =
             RawConn { stream, buf: Vec::with_capacity(RAW_BUF), since: now, _counted: counted };
         Ok((conn, false))
     }
 
     /// Returns a raw connection whose response ended cleanly with nothing left over.
-    pub(crate) fn checkin_raw(&self, idx: usize, mut conn: RawConn, now: Instant) {
+    #[inline]
+    pub(crate) fn checkin_raw(&self, addr: SocketAddr, mut conn: RawConn, now: Instant) {
         conn.since = now;
         conn.buf.clear();
-        let mut raw = lock(&self.endpoints[idx].raw);
-        if raw.len() < self.max_idle {
-            raw.push(conn);
+        let mut map = lock(&self.endpoints);
+        let ep = map.entry(addr).or_default();
+        if ep.raw.len() < self.max_idle {
+            ep.raw.push(conn);
         }
     }
 
     /// Returns a connection whose exchange completed cleanly.
-    pub(crate) fn checkin_h1(&self, idx: usize, tx: http1::SendRequest<Incoming>, now: Instant) {
+    pub(crate) fn checkin_h1(
+        &self,
+        addr: SocketAddr,
+        tx: http1::SendRequest<Incoming>,
+        now: Instant,
+    ) {
         if tx.is_closed() {
             return;
         }
-        let mut idle = lock(&self.endpoints[idx].h1);
-        if idle.len() < self.max_idle {
-            idle.push(Idle { tx, since: now });
+        let mut map = lock(&self.endpoints);
+        let ep = map.entry(addr).or_default();
+        if ep.h1.len() < self.max_idle {
+            ep.h1.push(Idle { tx, since: now });
         }
     }
 
-    /// A new TCP connection to upstream `idx`, counted in the upstream connection gauge until
-    /// the returned guard is dropped.
-    async fn connect(&self, idx: usize) -> Result<(TcpStream, Counted), ConnectError> {
-        let addr = self.addrs[idx];
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-                Err(_) => return Err(ConnectError::Timeout(addr)),
-            };
-        let _ = stream.set_nodelay(true);
-        self.gauge.inc();
-        Ok((stream, Counted(self.gauge.clone())))
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        cluster: &Arc<Cluster>,
+    ) -> Result<(TcpStream, Counted), ConnectError> {
+        connect_counted(addr, cluster, self.connect_timeout).await
     }
 
     /// A new HTTP/1.1 connection (its task runs until the connection closes). It may switch
     /// protocols: upgrades get a connection of their own, which is never pooled.
     pub(crate) async fn connect_h1(
         &self,
-        idx: usize,
+        addr: SocketAddr,
+        cluster: &Arc<Cluster>,
     ) -> Result<http1::SendRequest<Incoming>, ConnectError> {
-        let (stream, counted) = self.connect(idx).await?;
+        let (stream, counted) = self.connect(addr, cluster).await?;
         let (tx, conn) = self
             .h1
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ConnectError::Handshake(self.addrs[idx], e))?;
+            .map_err(|e| ConnectError::Handshake(addr, e))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
             drop(counted);
@@ -200,42 +322,45 @@ impl Pool {
         Ok(tx)
     }
 
-    /// The shared HTTP/2 connection to upstream `idx`, connecting if there is none.
+    /// The shared HTTP/2 connection to `addr`, connecting if there is none.
     pub(crate) async fn h2(
         &self,
-        idx: usize,
+        addr: SocketAddr,
+        cluster: &Arc<Cluster>,
     ) -> Result<http2::SendRequest<Incoming>, ConnectError> {
-        if let Some(tx) = lock(&self.endpoints[idx].h2).as_ref()
+        if let Some(tx) = lock(&self.endpoints).get(&addr).and_then(|e| e.h2.as_ref())
             && !tx.is_closed()
         {
             return Ok(tx.clone());
         }
-        let (stream, counted) = self.connect(idx).await?;
+        let (stream, counted) = self.connect(addr, cluster).await?;
         let (tx, conn) = self
             .h2
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ConnectError::Handshake(self.addrs[idx], e))?;
+            .map_err(|e| ConnectError::Handshake(addr, e))?;
         tokio::spawn(async move {
             let _ = conn.await;
             drop(counted);
         });
-        *lock(&self.endpoints[idx].h2) = Some(tx.clone());
+        lock(&self.endpoints).entry(addr).or_default().h2 = Some(tx.clone());
         Ok(tx)
     }
 
-    /// Closes idle connections older than the idle timeout (and dead ones).
+    /// Closes idle connections older than the idle timeout (and dead ones), and forgets
+    /// addresses with nothing left.
     pub(crate) fn sweep(&self, now: Instant) {
-        for ep in self.endpoints.iter() {
-            lock(&ep.raw).retain(|c| now.saturating_duration_since(c.since) < self.idle_timeout);
-            lock(&ep.h1).retain(|i| {
+        let mut map = lock(&self.endpoints);
+        for ep in map.values_mut() {
+            ep.raw.retain(|c| now.saturating_duration_since(c.since) < self.idle_timeout);
+            ep.h1.retain(|i| {
                 now.saturating_duration_since(i.since) < self.idle_timeout && !i.tx.is_closed()
             });
-            let mut h2 = lock(&ep.h2);
-            if h2.as_ref().is_some_and(|tx| tx.is_closed()) {
-                *h2 = None;
+            if ep.h2.as_ref().is_some_and(|tx| tx.is_closed()) {
+                ep.h2 = None;
             }
         }
+        map.retain(|_, ep| !ep.is_empty());
     }
 
     pub(crate) fn sweep_interval(&self) -> Duration {
@@ -244,10 +369,6 @@ impl Pool {
 
     /// Closes every idle connection (at the end of a drain).
     pub(crate) fn clear(&self) {
-        for ep in self.endpoints.iter() {
-            lock(&ep.raw).clear();
-            lock(&ep.h1).clear();
-            *lock(&ep.h2) = None;
-        }
+        lock(&self.endpoints).clear();
     }
 }

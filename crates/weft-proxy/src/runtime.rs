@@ -1,17 +1,16 @@
 //! `weft proxy` as a process: runtimes (one single-threaded runtime per worker thread by
 //! default), listeners, signals, drain and exit codes.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tokio::runtime::{Builder, Runtime};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Config, ProxyArgs, RuntimeLayout};
-use crate::proxy::Proxy;
+use crate::config::{Config, HELP, ProxyArgs, RuntimeLayout};
+use crate::proxy::{Listeners, Proxy};
+use crate::sidecar::Source;
 
 /// `weft proxy` straight from the command line (`args` starts with the subcommand's name),
 /// without building the rest of weft's CLI: the data plane's resident memory is a target, and
@@ -25,7 +24,8 @@ pub fn main_from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         return main(parsed);
     }
     let cmd = ProxyArgs::augment_args(clap::Command::new("proxy").bin_name("weft proxy"))
-        .about("Run the sidecar proxy (or a plain reverse proxy with --upstream)");
+        .about("Run the sidecar proxy (or a plain reverse proxy with --upstream)")
+        .after_help(HELP);
     let parsed = cmd.try_get_matches_from(args).and_then(|m| ProxyArgs::from_arg_matches(&m));
     match parsed {
         Ok(args) => main(args),
@@ -67,86 +67,98 @@ fn runtime(layout: RuntimeLayout, threads: usize) -> anyhow::Result<Runtime> {
     b.enable_all().build().context("cannot start the runtime")
 }
 
-fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    crate::listener::bind(addr).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            "; stop what listens there or choose another address"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("cannot listen on {addr} (--{flag}): {e}{hint}")
-    })
-}
-
-fn run_process(config: Config) -> anyhow::Result<()> {
+fn run_process(mut config: Config) -> anyhow::Result<()> {
     let layout = config.runtime;
     let threads = config.threads;
     let rt = runtime(layout, threads)?;
-    let (listener, admin) = {
-        let _entered = rt.enter();
-        let listener = bind(config.listen, "listen")?;
-        let admin = config.admin.map(|a| bind(a, "admin")).transpose()?;
-        (listener, admin)
-    };
+    // A dynamic sidecar's Instance names listeners (its upstreams): read it before binding.
+    rt.block_on(crate::control::read_instance(&mut config))?;
     let proxy = Proxy::new(config);
+    let listeners = {
+        let _entered = rt.enter();
+        proxy.bind()?
+    };
 
-    // Extra single-threaded workers share the listening socket; each has its own pool.
+    // Extra single-threaded workers share the listening sockets; each has its own pool.
     let mut workers = Vec::new();
     if layout == RuntimeLayout::PerCore && threads > 1 {
-        let std_listener = listener.into_std().context("cannot share the listener")?;
         for i in 1..threads {
-            let clone = std_listener.try_clone().context("cannot share the listener")?;
+            let clones = listeners.try_clone_std().context("cannot share the listeners")?;
             let proxy = proxy.clone();
             let worker_rt = runtime(layout, 1)?;
             let handle = std::thread::Builder::new()
                 .name(format!("weft-proxy-{i}"))
                 .spawn(move || {
-                    worker_rt.block_on(async move {
-                        if let Ok(l) = TcpListener::from_std(clone) {
-                            proxy.serve(l).await;
-                        }
-                    });
+                    worker_rt.block_on(async move { proxy.serve_from_std(clones).await });
                 })
                 .context("cannot start a worker thread")?;
             workers.push(handle);
         }
-        let listener = {
-            let _entered = rt.enter();
-            TcpListener::from_std(std_listener).context("cannot share the listener")?
-        };
-        rt.block_on(serve_main(proxy, listener, admin))?;
-    } else {
-        rt.block_on(serve_main(proxy, listener, admin))?;
     }
+    rt.block_on(serve_main(proxy, listeners))?;
     for w in workers {
         let _ = w.join();
     }
     Ok(())
 }
 
+/// One line saying what the proxy does.
+fn describe(proxy: &Proxy, listeners: &Listeners) -> String {
+    let cfg = proxy.config();
+    let threads =
+        format!("{} worker thread{}", cfg.threads, if cfg.threads == 1 { "" } else { "s" });
+    let addrs = listeners.addrs(proxy);
+    let admin = addrs
+        .iter()
+        .find(|(l, _)| l == "admin")
+        .map(|(_, a)| format!(", admin on {a}"))
+        .unwrap_or_default();
+    match &cfg.sidecar {
+        None => {
+            let upstreams: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+            let listen = addrs.first().map_or(cfg.listen, |(_, a)| *a);
+            format!(
+                "listening on {listen}, forwarding to {} ({threads}{admin})",
+                upstreams.join(",")
+            )
+        }
+        Some(side) => {
+            let source = match &side.source {
+                Source::Static { file, .. } => format!("static sidecar from {file}"),
+                Source::Dynamic { server, instance, namespace, .. } => {
+                    format!("sidecar of instance {namespace}/{instance} following {server}")
+                }
+            };
+            let mut parts = Vec::new();
+            for (label, a) in &addrs {
+                if let Some(port) = label.strip_prefix("inbound:") {
+                    let app = side.inbound.iter().find(|i| i.port == port).map(|i| i.app);
+                    parts.push(format!(
+                        "inbound {port} {a} -> {}",
+                        app.map(|a| a.to_string()).unwrap_or_default()
+                    ));
+                } else if label == "outbound" {
+                    parts.push(format!("outbound {a}"));
+                } else if let Some(svc) = label.strip_prefix("upstream:") {
+                    parts.push(format!("upstream {svc} {a}"));
+                }
+            }
+            format!("{source}: {} ({threads}{admin})", parts.join(", "))
+        }
+    }
+}
+
 /// Serves on the current runtime with signal handling: the first SIGTERM/SIGINT drains, a
 /// second one ends the grace period.
-async fn serve_main(
-    proxy: Arc<Proxy>,
-    listener: TcpListener,
-    admin: Option<TcpListener>,
-) -> anyhow::Result<()> {
+async fn serve_main(proxy: Arc<Proxy>, mut listeners: Listeners) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    if let Some(admin) = admin {
+    eprintln!("weft proxy: {}", describe(&proxy, &listeners));
+    if let Some(admin) = listeners.admin.take() {
         let proxy = proxy.clone();
         tokio::spawn(async move { proxy.serve_admin(admin).await });
     }
-    let cfg = proxy.config();
-    let upstreams: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
-    let admin_note = cfg.admin.map(|a| format!(", admin on {a}")).unwrap_or_default();
-    eprintln!(
-        "weft proxy: listening on {}, forwarding to {} ({} worker thread{}{admin_note})",
-        listener.local_addr().unwrap_or(cfg.listen),
-        upstreams.join(","),
-        cfg.threads,
-        if cfg.threads == 1 { "" } else { "s" },
-    );
+    let control = tokio::spawn(crate::control::run(proxy.clone()));
     let signals = {
         let proxy = proxy.clone();
         async move {
@@ -162,15 +174,17 @@ async fn serve_main(
         }
     };
     let signals = tokio::spawn(signals);
-    proxy.serve(listener).await;
+    proxy.serve_bound(listeners).await;
     signals.abort();
+    control.abort();
     eprintln!("weft proxy: stopped");
     Ok(())
 }
 
 /// [`crate::run`]: the proxy on the caller's runtime.
-pub(crate) async fn run_embedded(config: Config) -> anyhow::Result<()> {
-    let listener = bind(config.listen, "listen")?;
-    let admin = config.admin.map(|a| bind(a, "admin")).transpose()?;
-    serve_main(Proxy::new(config), listener, admin).await
+pub(crate) async fn run_embedded(mut config: Config) -> anyhow::Result<()> {
+    crate::control::read_instance(&mut config).await?;
+    let proxy = Proxy::new(config);
+    let listeners = proxy.bind()?;
+    serve_main(proxy, listeners).await
 }

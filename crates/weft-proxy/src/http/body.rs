@@ -4,20 +4,26 @@
 //! abandoned) and records everything once, when dropped: metrics, the in-flight gauge, the
 //! watchdog phase, balancer feedback and the return of the upstream connection to the pool.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use weft_traffic::{Endpoint, EndpointStats};
 
 use super::headers::GRPC_STATUS;
 use super::server::ConnCtx;
+use crate::cluster::{Cluster, Ep};
+use crate::dispatch::{Refusal, Routed};
 use crate::metrics::ErrorKind;
+use crate::policy::Limit;
+use crate::sidecar::inbound::Admitted;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -29,20 +35,47 @@ enum State {
     Reset,
 }
 
+/// The endpoint an exchange is on, counted in flight there until the exchange ends.
+struct OnEndpoint {
+    ep: Ep,
+    stats: Arc<EndpointStats>,
+    latency: Option<Duration>,
+}
+
 pub(crate) struct Exchange {
     ctx: Arc<ConnCtx>,
     start: Instant,
-    upstream: Option<usize>,
+    /// The cluster whose metrics count the request (set when routed or refused by a policy).
+    cluster: Option<Arc<Cluster>>,
+    /// Whether the request was routed (its in-flight gauge was raised).
+    routed: bool,
+    /// Holds the cluster's `maxRequests` slot.
+    request_slot: bool,
+    _admitted: Option<Admitted>,
+    endpoint: Option<OnEndpoint>,
     status: u16,
     state: State,
+    error: Option<ErrorKind>,
     /// A pooled HTTP/1.1 connection to return once the response is complete.
-    reuse: Option<http1::SendRequest<Incoming>>,
+    reuse: Option<(SocketAddr, http1::SendRequest<Incoming>)>,
 }
 
 impl Exchange {
     pub(crate) fn begin(ctx: Arc<ConnCtx>, start: Instant) -> Exchange {
         ctx.request_started();
-        Exchange { ctx, start, upstream: None, status: 0, state: State::Open, reuse: None }
+        Exchange {
+            ctx,
+            start,
+            cluster: None,
+            routed: false,
+            request_slot: false,
+            _admitted: None,
+            endpoint: None,
+            status: 0,
+            state: State::Open,
+            error: None,
+            reuse: None,
+        }
     }
 
     pub(crate) fn ctx(&self) -> &Arc<ConnCtx> {
@@ -53,23 +86,55 @@ impl Exchange {
         self.start
     }
 
-    pub(crate) fn set_upstream(&mut self, idx: usize) {
-        self.upstream = Some(idx);
+    /// The request was routed: it counts in flight for its service from now on.
+    pub(crate) fn route(&mut self, routed: Routed) {
+        routed.cluster.svc().in_flight.inc();
+        self.cluster = Some(routed.cluster);
+        self._admitted = routed._admitted;
+        self.routed = true;
+    }
+
+    /// Takes the cluster's `maxRequests` slot (false: the breaker refused).
+    pub(crate) fn take_request_slot(&mut self) -> bool {
+        let ok = self.cluster.as_ref().is_none_or(|c| c.policy.acquire(Limit::Requests));
+        self.request_slot = ok && self.cluster.is_some();
+        ok
+    }
+
+    /// The next attempt goes to `ep`.
+    pub(crate) fn set_endpoint(&mut self, ep: &Endpoint<Ep>) {
+        self.end_attempt();
+        ep.stats.begin();
+        self.endpoint =
+            Some(OnEndpoint { ep: ep.id.clone(), stats: ep.stats.clone(), latency: None });
+    }
+
+    /// The endpoint answered after `latency` (a p2c-ewma sample).
+    pub(crate) fn answered(&mut self, latency: Duration) {
+        if let Some(e) = &mut self.endpoint {
+            e.latency = Some(latency);
+        }
+    }
+
+    fn end_attempt(&mut self) {
+        if let Some(e) = self.endpoint.take() {
+            e.stats.end(self.start + e.latency.unwrap_or_default(), e.latency);
+        }
     }
 
     /// The response head is on its way to the client.
     pub(crate) fn responded(&mut self, status: StatusCode, headers: &HeaderMap) {
         self.status = status.as_u16();
-        if let Some(idx) = self.upstream
+        if let Some(e) = &self.endpoint
             && let Some(g) = headers.get(&GRPC_STATUS)
         {
-            self.ctx.worker.proxy.upstreams[idx].metrics.grpc_status(g.as_bytes());
+            e.ep.0.metrics.grpc_status(g.as_bytes());
         }
     }
 
     /// Keeps `tx` to return it to the pool if the exchange completes cleanly.
-    pub(crate) fn reuse(&mut self, tx: http1::SendRequest<Incoming>) {
-        self.reuse = Some(tx);
+    pub(crate) fn reuse(&mut self, addr: SocketAddr, tx: http1::SendRequest<Incoming>) {
+        self.reuse = Some((addr, tx));
     }
 
     /// Forgets the connection: it will not be reused.
@@ -84,9 +149,7 @@ impl Exchange {
         kind: Option<ErrorKind>,
         msg: impl Into<Bytes>,
     ) -> hyper::Response<ProxyBody> {
-        if let Some(kind) = kind {
-            self.ctx.worker.proxy.svc.error(kind);
-        }
+        self.error = kind;
         self.status = status.as_u16();
         self.state = State::Complete;
         drop(self);
@@ -99,11 +162,22 @@ impl Exchange {
         res
     }
 
+    /// Ends the exchange with the proxy's refusal (unknown service, rate limit...).
+    pub(crate) fn refuse(mut self, refusal: Refusal) -> hyper::Response<ProxyBody> {
+        self.cluster = refusal.cluster;
+        let retry_after = refusal.retry_after;
+        let mut res = self.local(refusal.status, Some(refusal.kind), refusal.message);
+        if let Some(secs) = retry_after {
+            res.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        res
+    }
+
     fn trailers(&self, trailers: &HeaderMap) {
-        if let Some(idx) = self.upstream
+        if let Some(e) = &self.endpoint
             && let Some(g) = trailers.get(&GRPC_STATUS)
         {
-            self.ctx.worker.proxy.upstreams[idx].metrics.grpc_status(g.as_bytes());
+            e.ep.0.metrics.grpc_status(g.as_bytes());
         }
     }
 }
@@ -111,15 +185,27 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         let error = match self.state {
-            State::Complete => None,
+            State::Complete => self.error,
             State::Reset => Some(ErrorKind::UpstreamReset),
             State::Open => Some(ErrorKind::ClientAbort),
         };
-        self.ctx.request_ended(self.start, self.upstream, self.status, error);
-        if error.is_none()
-            && let (Some(idx), Some(tx)) = (self.upstream, self.reuse.take())
+        let listener = &self.ctx.listener;
+        let (svc, local) = match &self.cluster {
+            Some(c) => (c.svc(), c.local()),
+            None => (&listener.svc, &listener.local),
+        };
+        let upstream = self.endpoint.as_ref().map_or(local, |e| &e.ep.0.metrics);
+        self.ctx.request_ended(self.start, svc, self.routed, Some(upstream), self.status, error);
+        if self.request_slot
+            && let Some(c) = &self.cluster
         {
-            self.ctx.worker.pool.checkin_h1(idx, tx, Instant::now());
+            c.policy.release(Limit::Requests);
+        }
+        self.end_attempt();
+        if error.is_none()
+            && let Some((addr, tx)) = self.reuse.take()
+        {
+            self.ctx.worker.pool.checkin_h1(addr, tx, Instant::now());
         }
     }
 }

@@ -5,21 +5,28 @@
 //! response between two tasks; this path parses heads with httparse and rewrites them straight
 //! into the next hop's buffer, on one task, with one write per direction.
 //!
-//! It takes a request only when it is plain: HTTP/1.1, origin-form target, a `Host`, at most one
-//! `Content-Length` of at most 64 KiB (the body is buffered), no `Transfer-Encoding`, `Expect`,
-//! `Upgrade` or `Connection` options other than keep-alive/close, at most 64 headers. Anything
-//! else, and anything malformed or too large, goes to hyper together with the bytes already read
-//! (the connection stays with hyper from then on), so hyper answers 400/431 and handles chunked
-//! uploads, 100-continue, upgrades and HTTP/1.0.
+//! It takes a request only when it is plain: HTTP/1.1, origin-form target (or absolute-form
+//! `http://authority/path`, as sent to an HTTP proxy: rewritten to origin-form with that `Host`),
+//! a `Host`, at most one `Content-Length` of at most 64 KiB (the body is buffered, so a retry can
+//! resend it), no `Transfer-Encoding`, `Expect`, `Upgrade` or `Connection` options other than
+//! keep-alive/close, at most 64 headers. Anything else, and anything malformed or too large,
+//! goes to hyper together with the bytes already read (the connection stays with hyper from then
+//! on), so hyper answers 400/431 and handles chunked uploads, 100-continue, upgrades and
+//! HTTP/1.0.
 //!
-//! Responses are relayed as they come: heads rewritten (hop-by-hop headers removed), bodies
-//! copied by `Content-Length`, chunked framing (validated, trailers included) or until the
-//! upstream closes. Pipelined requests are served in order from the buffer.
+//! Each request is routed (`crate::dispatch`), then tried on endpoints the cluster's balancer
+//! picks until one answers or the policy stops retrying (per-try and overall deadlines through
+//! the connection's watchdog). Responses are relayed as they come: heads rewritten (hop-by-hop
+//! headers removed), bodies copied by `Content-Length`, chunked framing (validated, trailers
+//! included) or until the upstream closes. Pipelined requests are served in order.
 
 use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -27,12 +34,16 @@ use bytes::Bytes;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use weft_traffic::{Endpoint, FailureKind};
 
 use super::headers::next_traceparent;
 use super::server::ConnCtx;
-use super::watchdog::ms_at;
+use super::watchdog::{ms_at, now_ms};
+use crate::cluster::{Cluster, Ep, InFlight};
+use crate::dispatch::{self, Headers, RequestView, Routed};
 use crate::metrics::ErrorKind;
-use crate::pool::{RAW_BUF, RawConn};
+use crate::policy::Limit;
+use crate::pool::{ConnectError, RAW_BUF, RawConn};
 use crate::rng;
 
 const MAX_HEADERS: usize = 64;
@@ -106,7 +117,7 @@ enum Parsed<T> {
     Other,
 }
 
-/// What the relay needs to know about a request after its head was rewritten.
+/// What routing and the relay need to know about a request after its head was rewritten.
 #[derive(Debug)]
 struct ReqHead {
     len: usize,
@@ -114,6 +125,49 @@ struct ReqHead {
     close: bool,
     head_method: bool,
     idempotent: bool,
+    /// Where the method, the origin-form target and the authority (absolute-form, else `Host`)
+    /// are in the head.
+    method: Range<usize>,
+    target: Range<usize>,
+    authority: Range<usize>,
+}
+
+impl ReqHead {
+    /// The routing view of the request, whose head is `head`.
+    fn view<'a>(&self, head: &'a [u8]) -> RequestView<'a> {
+        let text = |r: &Range<usize>| std::str::from_utf8(&head[r.clone()]).ok();
+        let target = match text(&self.target) {
+            Some("") | None => "/",
+            Some(t) => t,
+        };
+        RequestView {
+            method: text(&self.method).unwrap_or("GET"),
+            target,
+            authority: text(&self.authority),
+            headers: Headers::Raw(head),
+        }
+    }
+}
+
+/// Where `part` (a slice of `whole`) starts and ends in `whole`.
+fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
+}
+
+/// Splits an absolute-form `http://authority/path?query` target into authority and the rest.
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let scheme = target.get(..7)?;
+    if !scheme.eq_ignore_ascii_case("http://") {
+        return None;
+    }
+    let rest = &target[7..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || path.starts_with('#') {
+        return None;
+    }
+    Some((authority, path))
 }
 
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -135,11 +189,21 @@ fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Other;
     };
-    if method == "CONNECT" || !(path.starts_with('/') || path == "*") {
+    if method == "CONNECT" {
         return Parsed::Other;
     }
+    // Absolute-form (a request to a proxy): its authority replaces any Host header.
+    let (path, absolute) = if path.starts_with('/') || path == "*" {
+        (path, None)
+    } else {
+        match absolute_form(path) {
+            Some((authority, rest)) => (rest, Some(authority)),
+            None => return Parsed::Other,
+        }
+    };
+    let mut authority = absolute.map(|a| range_in(input, a.as_bytes()));
     let mut body: Option<u64> = None;
-    let (mut close, mut host, mut request_id) = (false, false, false);
+    let (mut close, mut host, mut request_id) = (false, absolute.is_some(), false);
     let mut forwarded: [&[u8]; 4] = [&[]; 4];
     let mut n_forwarded = 0;
     let (mut trace, mut traces, mut tracestate) = (None, 0, false);
@@ -165,8 +229,12 @@ fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead
                 (Some(n), Some(m)) if n == m => {}
                 _ => return Parsed::Other,
             },
+            Name::Host if absolute.is_some() => {}
             Name::Host if host => return Parsed::Other,
-            Name::Host => host = true,
+            Name::Host => {
+                host = true;
+                authority = Some(range_in(input, h.value));
+            }
             Name::ForwardedFor if n_forwarded == forwarded.len() => return Parsed::Other,
             Name::ForwardedFor => {
                 forwarded[n_forwarded] = h.value;
@@ -190,8 +258,14 @@ fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead
 
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
+    if !path.starts_with('/') && path != "*" {
+        out.push(b'/'); // absolute-form without a path, or with only a query
+    }
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(a) = absolute {
+        put_header(out, b"host", a.as_bytes());
+    }
     for (h, kind) in req.headers.iter().zip(names) {
         match kind {
             Name::Connection
@@ -200,6 +274,7 @@ fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead
             | Name::ForwardedFor
             | Name::Traceparent => {}
             Name::Tracestate if drop_tracestate => {}
+            Name::Host if absolute.is_some() => {}
             _ => put_header(out, h.name.as_bytes(), h.value),
         }
     }
@@ -220,7 +295,10 @@ fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead
         body: body as usize,
         close,
         head_method: method == "HEAD",
-        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        idempotent: weft_traffic::is_idempotent(method),
+        method: range_in(input, method.as_bytes()),
+        target: range_in(input, path.as_bytes()),
+        authority: authority.unwrap_or(0..0),
     })
 }
 
@@ -519,50 +597,188 @@ async fn response_head(
     }
 }
 
-/// Sends the request (head and body in `request`) to upstream `idx` and relays the response to
-/// the client.
-async fn exchange(
+/// Why an attempt got no response head.
+enum TryError {
+    /// No connection (before anything was sent).
+    Connect(ConnectError),
+    /// The attempt's deadline (per-try or overall) passed.
+    TimedOut,
+    /// The upstream closed, reset or sent something unparseable.
+    Failed,
+}
+
+/// One attempt on the endpoint at `addr`: checkout, send, read the response head. A pooled
+/// connection the upstream closed while idle fails before the request is out: the request is
+/// then sent once more on a fresh connection (for any method if the write failed, for
+/// idempotent ones if the connection closed without a byte of response), without counting as
+/// a retry.
+async fn attempt(
     ctx: &ConnCtx,
-    idx: usize,
+    addr: SocketAddr,
+    cluster: &Arc<Cluster>,
     req: &ReqHead,
+    request: &[u8],
+    resp: &mut Vec<u8>,
+    now: Instant,
+) -> Result<(RawConn, RespHead, usize), TryError> {
+    let pool = &ctx.worker.pool;
+    let mut first_try = true;
+    loop {
+        let (mut up, reused) =
+            match before_deadline(ctx, pool.checkout_raw(addr, cluster, now)).await {
+                None => return Err(TryError::TimedOut),
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return Err(TryError::Connect(e)),
+            };
+        let stale = reused && first_try;
+        first_try = false;
+        match before_deadline(ctx, up.stream.write_all(request)).await {
+            None => return Err(TryError::TimedOut),
+            Some(Err(_)) if stale => continue,
+            Some(Err(_)) => return Err(TryError::Failed),
+            Some(Ok(())) => {}
+        }
+        match response_head(ctx, &mut up, req, resp).await {
+            Ok((head, body_start)) => return Ok((up, head, body_start)),
+            Err(HeadError::TimedOut) => return Err(TryError::TimedOut),
+            Err(HeadError::Nothing) if stale && req.idempotent => continue,
+            Err(_) => return Err(TryError::Failed),
+        }
+    }
+}
+
+/// Releases a circuit-breaker slot when the request ends.
+struct Slot<'a>(&'a crate::policy::Policy, Limit);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
+}
+
+/// Sends the request (head and body in `request`) to endpoints of the routed cluster until one
+/// answers or the policy stops retrying, and relays the response to the client. Returns the
+/// outcome and the endpoint of the last attempt.
+#[allow(clippy::too_many_arguments)]
+async fn exchange<'r>(
+    ctx: &ConnCtx,
+    routed: &'r Routed,
+    req: &ReqHead,
+    method: &str,
     request: &[u8],
     resp: &mut Vec<u8>,
     client: &mut TcpStream,
     start: Instant,
-) -> Outcome {
-    let pool = &ctx.worker.pool;
-    let mut first_try = true;
-    let (mut up, head, body_start) = loop {
-        let (mut up, reused) = match before_deadline(ctx, pool.checkout_raw(idx, start)).await {
-            None => return Outcome::timed_out(),
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                let msg = format!("upstream unavailable: {e}\n");
-                return Outcome::Local(
-                    StatusCode::BAD_GATEWAY,
-                    ErrorKind::UpstreamConnect,
-                    msg.into(),
-                );
-            }
+) -> (Outcome, Option<&'r Endpoint<Ep>>) {
+    let cluster = &routed.cluster;
+    let policy = &*cluster.policy;
+    if !policy.acquire(Limit::Requests) {
+        return (overloaded(cluster, Limit::Requests), None);
+    }
+    let _slot = Slot(policy, Limit::Requests);
+    policy.request_started(start);
+    let overall = ms_at(start) + routed.timeout.as_millis() as u64;
+    let mut tried = [SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)); 4];
+    let mut n_tried = 0;
+    let mut retries = 0u32;
+    let mut last = None;
+    loop {
+        let now = if retries == 0 { start } else { Instant::now() };
+        let Some(ep) = cluster.pick(now, routed.hash_key.as_deref(), &tried[..n_tried]) else {
+            return (no_endpoint(cluster), last);
         };
-        // A pooled connection the upstream closed while idle fails without a byte of response;
-        // an idempotent request is then sent once more on a fresh connection.
-        let may_retry = reused && first_try && req.idempotent;
-        first_try = false;
-        match before_deadline(ctx, up.stream.write_all(request)).await {
-            None => return Outcome::timed_out(),
-            Some(Err(_)) if may_retry => continue,
-            Some(Err(_)) => return Outcome::upstream_failed(),
-            Some(Ok(())) => {}
+        last = Some(ep);
+        let addr = ep.id.0.addr;
+        if n_tried < tried.len() {
+            tried[n_tried] = addr;
+            n_tried += 1;
         }
-        match response_head(ctx, &mut up, req, resp).await {
-            Ok((head, body_start)) => break (up, head, body_start),
-            Err(HeadError::TimedOut) => return Outcome::timed_out(),
-            Err(HeadError::Nothing) if may_retry => continue,
-            Err(_) => return Outcome::upstream_failed(),
+        let deadline = match policy.per_try {
+            Some(d) => overall.min(ms_at(now) + d.as_millis() as u64),
+            None => overall,
+        };
+        ctx.activity.set_deadline(deadline);
+        let mut in_flight = InFlight::begin(&ep.stats, now);
+        let failed = match attempt(ctx, addr, cluster, req, request, resp, now).await {
+            Ok((up, head, body_start)) => {
+                let status = head.status;
+                if cluster.samples_latency() {
+                    in_flight.answered(now.elapsed());
+                }
+                if status >= 500 {
+                    cluster.record_failure(ep, Instant::now());
+                } else {
+                    cluster.record_success(ep);
+                }
+                if status >= 400
+                    && policy.retry(
+                        method,
+                        FailureKind::Status(status),
+                        retries + 1,
+                        Instant::now(),
+                    )
+                {
+                    retries += 1;
+                    continue; // the response is dropped with its connection
+                }
+                ctx.activity.set_deadline(0);
+                return (relay(ctx, up, addr, &head, body_start, resp, client).await, last);
+            }
+            Err(e) => e,
+        };
+        drop(in_flight);
+        let (kind, outcome) = match failed {
+            TryError::Connect(ConnectError::Overloaded(limit)) => {
+                return (overloaded(cluster, limit), last);
+            }
+            TryError::Connect(e) => {
+                let msg = format!("upstream unavailable: {e}\n");
+                let outcome =
+                    Outcome::Local(StatusCode::BAD_GATEWAY, ErrorKind::UpstreamConnect, msg.into());
+                (FailureKind::ConnectFailure, outcome)
+            }
+            TryError::TimedOut => (FailureKind::Timeout, Outcome::timed_out()),
+            TryError::Failed => (FailureKind::Reset, Outcome::upstream_failed()),
+        };
+        let now = Instant::now();
+        cluster.record_failure(ep, now);
+        if kind == FailureKind::Timeout && now_ms() >= overall {
+            return (outcome, last);
         }
-    };
-    ctx.activity.set_deadline(0);
+        if policy.retry(method, kind, retries + 1, now) {
+            retries += 1;
+            continue;
+        }
+        return (outcome, last);
+    }
+}
+
+fn overloaded(cluster: &Cluster, limit: Limit) -> Outcome {
+    let msg = format!(
+        "circuit breaker open for service {:?}: {} ({}) reached\n",
+        cluster.service,
+        cluster.policy.max(limit),
+        limit.field()
+    );
+    Outcome::Local(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Overloaded, msg.into())
+}
+
+fn no_endpoint(cluster: &Cluster) -> Outcome {
+    let msg = format!("service {:?} has no ready endpoints\n", cluster.service);
+    Outcome::Local(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoEndpoint, msg.into())
+}
+
+/// Relays a response whose head was read to the client; returns the connection to the pool
+/// when the response ended cleanly.
+async fn relay(
+    ctx: &ConnCtx,
+    mut up: RawConn,
+    addr: SocketAddr,
+    head: &RespHead,
+    body_start: usize,
+    resp: &mut Vec<u8>,
+    client: &mut TcpStream,
+) -> Outcome {
     let status = head.status;
     let cut = |kind| Outcome::Cut { status, kind };
     let mut reusable = head.reusable;
@@ -631,17 +847,27 @@ async fn exchange(
         }
     }
     if reusable {
-        pool.checkin_raw(idx, up, Instant::now());
+        ctx.worker.pool.checkin_raw(addr, up, Instant::now());
     }
     Outcome::Relayed { status, close_client: head.close_client }
 }
 
-fn local_response(out: &mut Vec<u8>, status: StatusCode, msg: &str, close: bool) {
+fn local_response(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    msg: &str,
+    close: bool,
+    retry_after: Option<u64>,
+) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    if let Some(secs) = retry_after {
+        out.extend_from_slice(b"\r\nretry-after: ");
+        out.extend_from_slice(secs.to_string().as_bytes());
+    }
     out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
     out.extend_from_slice(msg.len().to_string().as_bytes());
     out.extend_from_slice(if close {
@@ -692,11 +918,13 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
                 _ => return FastEnd::Closed,
             }
         };
+        let head_at = pos;
         pos += req.len;
 
         let start = Instant::now();
         ctx.request_started();
         ctx.activity.set_deadline(ms_at(start) + timeout_ms);
+        let unrouted = &ctx.listener;
 
         // The body (at most MAX_BODY) is buffered whole, so a retry can resend it.
         let have = (buf.len() - pos).min(req.body);
@@ -709,20 +937,71 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
             match before_deadline(ctx, limited.read_buf(&mut out)).await {
                 Some(Ok(n)) if n > 0 => missing -= n,
                 None => {
-                    ctx.request_ended(start, None, 0, Some(ErrorKind::HeaderTimeout));
+                    ctx.request_ended(
+                        start,
+                        &unrouted.svc,
+                        false,
+                        None,
+                        0,
+                        Some(ErrorKind::HeaderTimeout),
+                    );
                     return FastEnd::Closed;
                 }
                 Some(_) => {
-                    ctx.request_ended(start, None, 0, Some(ErrorKind::ClientAbort));
+                    ctx.request_ended(
+                        start,
+                        &unrouted.svc,
+                        false,
+                        None,
+                        0,
+                        Some(ErrorKind::ClientAbort),
+                    );
                     return FastEnd::Closed;
                 }
             }
         }
 
-        let idx = proxy.balancer.pick();
-        match exchange(ctx, idx, &req, &out, &mut resp, &mut client, start).await {
+        let head = &buf[head_at..head_at + req.len];
+        let view = req.view(head);
+        let routed = match dispatch::route(proxy, unrouted, &view, start) {
+            Ok(r) => r,
+            Err(refusal) => {
+                let close = req.close || ctx.activity.closing();
+                local_response(
+                    &mut resp,
+                    refusal.status,
+                    &refusal.message,
+                    close,
+                    refusal.retry_after,
+                );
+                let written = client.write_all(&resp).await;
+                let (svc, local) = match &refusal.cluster {
+                    Some(c) => (c.svc(), c.local()),
+                    None => (&unrouted.svc, &unrouted.local),
+                };
+                ctx.request_ended(
+                    start,
+                    svc,
+                    false,
+                    Some(local),
+                    refusal.status.as_u16(),
+                    Some(refusal.kind),
+                );
+                if close || written.is_err() {
+                    let _ = client.shutdown().await;
+                    return FastEnd::Closed;
+                }
+                continue;
+            }
+        };
+        let svc = routed.cluster.svc();
+        svc.in_flight.inc();
+        let (outcome, ep) =
+            exchange(ctx, &routed, &req, view.method, &out, &mut resp, &mut client, start).await;
+        let upstream = Some(ep.map_or_else(|| routed.cluster.local(), |e| &e.id.0.metrics));
+        match outcome {
             Outcome::Relayed { status, close_client } => {
-                ctx.request_ended(start, Some(idx), status, None);
+                ctx.request_ended(start, svc, true, upstream, status, None);
                 if close_client {
                     let _ = client.shutdown().await;
                     return FastEnd::Closed;
@@ -730,19 +1009,51 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
             }
             Outcome::Local(status, kind, msg) => {
                 let close = req.close || ctx.activity.closing();
-                local_response(&mut resp, status, &msg, close);
+                local_response(&mut resp, status, &msg, close, None);
                 let written = client.write_all(&resp).await;
-                ctx.request_ended(start, Some(idx), status.as_u16(), Some(kind));
+                ctx.request_ended(start, svc, true, upstream, status.as_u16(), Some(kind));
                 if close || written.is_err() {
                     let _ = client.shutdown().await;
                     return FastEnd::Closed;
                 }
             }
             Outcome::Cut { status, kind } => {
-                ctx.request_ended(start, Some(idx), status, Some(kind));
+                ctx.request_ended(start, svc, true, upstream, status, Some(kind));
                 return FastEnd::Closed;
             }
         }
+    }
+}
+
+/// The request parser on arbitrary input, as the fuzz target drives it: `Some` (the routing
+/// view) when the fast path takes the request.
+pub(crate) fn parse_for_fuzz<'a>(input: &'a [u8], out: &mut Vec<u8>) -> Option<RequestView<'a>> {
+    match build_request(input, b"10.0.0.1", out) {
+        Parsed::Done(req) if req.len <= input.len() => Some(req.view(&input[..req.len])),
+        _ => None,
+    }
+}
+
+/// The response-head parser and the chunked-framing reader on arbitrary input.
+pub(crate) fn response_for_fuzz(input: &[u8], out: &mut Vec<u8>) -> usize {
+    let req = ReqHead {
+        len: 0,
+        body: 0,
+        close: false,
+        head_method: input.first().is_some_and(|b| b & 1 == 1),
+        idempotent: true,
+        method: 0..0,
+        target: 0..0,
+        authority: 0..0,
+    };
+    match build_response(input, &req, false, out) {
+        RespParsed::Final(h) if h.framing == Framing::Chunked => {
+            let mut c = Chunked::START;
+            c.feed(&input[h.len..]).unwrap_or(0)
+        }
+        RespParsed::Final(h) => h.len,
+        RespParsed::Interim(n) => n,
+        RespParsed::Partial | RespParsed::Invalid => 0,
     }
 }
 
@@ -777,7 +1088,9 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: x\r\nConnection: x-secret\r\n\r\n",
             "GET / HTTP/1.0\r\nHost: x\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
-            "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET https://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
@@ -789,7 +1102,52 @@ mod tests {
     }
 
     fn head(body: usize) -> ReqHead {
-        ReqHead { len: 0, body, close: false, head_method: false, idempotent: true }
+        ReqHead {
+            len: 0,
+            body,
+            close: false,
+            head_method: false,
+            idempotent: true,
+            method: 0..0,
+            target: 0..0,
+            authority: 0..0,
+        }
+    }
+
+    #[test]
+    fn rewrites_absolute_form_and_exposes_the_route() {
+        for (input, first, authority, target) in [
+            (
+                "GET http://catalog/items?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+                "GET /items?x=1 HTTP/1.1\r\nhost: catalog\r\n",
+                "catalog",
+                "/items?x=1",
+            ),
+            (
+                "GET HTTP://catalog.prod:8080 HTTP/1.1\r\n\r\n",
+                "GET / HTTP/1.1\r\nhost: catalog.prod:8080\r\n",
+                "catalog.prod:8080",
+                "/",
+            ),
+            ("GET http://c?q HTTP/1.1\r\n\r\n", "GET /?q HTTP/1.1\r\nhost: c\r\n", "c", "/"),
+            (
+                "POST /a HTTP/1.1\r\nHost: cart:81\r\nContent-Length: 0\r\n\r\n",
+                "POST /a HTTP/1.1\r\nHost: cart:81\r\n",
+                "cart:81",
+                "/a",
+            ),
+        ] {
+            let (p, out) = req(input);
+            let Parsed::Done(r) = p else { panic!("not taken: {input:?}") };
+            assert!(out.starts_with(first), "{input:?} -> {out:?}");
+            assert!(!out.contains("Host: other"), "{out}");
+            let view = r.view(input.as_bytes());
+            assert_eq!(view.authority, Some(authority), "{input:?}");
+            if target != "/" || !input.contains("?q") {
+                assert_eq!(view.target, target, "{input:?}");
+            }
+            assert_eq!(view.method, input.split(' ').next().unwrap());
+        }
     }
 
     fn resp(input: &str, req: &ReqHead) -> (RespHead, String) {

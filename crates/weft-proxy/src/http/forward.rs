@@ -1,7 +1,13 @@
-//! Forwarding one request: header rules, upstream choice, connection checkout, timeout, and the
-//! mapping of failures to 502/504.
+//! Forwarding one request through hyper: routing, header rules, endpoint choice, connection
+//! checkout, timeouts, retries of attempts that never reached the upstream, and the mapping of
+//! failures to 502/503/504.
+//!
+//! The request body streams (it is not buffered), so only attempts whose request was not sent
+//! (connect failures, a connection closed before the request went out) are retried here; the
+//! HTTP/1 fast path, which buffers small bodies, retries by the full policy.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,11 +16,14 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use weft_traffic::FailureKind;
 
 use super::body::{Exchange, ProxyBody};
 use super::headers;
 use super::server::ConnCtx;
 use super::upgrade;
+use crate::cluster::Cluster;
+use crate::dispatch::{self, Headers, RequestView};
 use crate::metrics::ErrorKind;
 use crate::pool::ConnectError;
 
@@ -24,12 +33,16 @@ pub(crate) enum Failure {
     Upstream(hyper::Error),
 }
 
+/// A failed send, with the request when it was never sent (so it can be retried).
+type SendError = (Failure, Option<Request<Incoming>>);
+
 /// Answers the client's request with the upstream's response or an error of the proxy's own.
 pub(crate) async fn forward(
     ctx: Arc<ConnCtx>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let mut ex = Exchange::begin(ctx, Instant::now());
+    let start = Instant::now();
+    let mut ex = Exchange::begin(ctx, start);
     if req.method() == Method::CONNECT {
         return Ok(ex.local(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -37,6 +50,20 @@ pub(crate) async fn forward(
             "CONNECT is not proxied here\n",
         ));
     }
+    let routed = {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let view = RequestView {
+            method: req.method().as_str(),
+            target: req.uri().path_and_query().map_or("/", PathAndQuery::as_str),
+            authority: req.uri().authority().map(Authority::as_str).or(host),
+            headers: Headers::Map(req.headers()),
+        };
+        let proxy = &ex.ctx().worker.proxy;
+        match dispatch::route(proxy, &ex.ctx().listener, &view, start) {
+            Ok(r) => r,
+            Err(refusal) => return Ok(ex.refuse(refusal)),
+        }
+    };
     let h2 = req.version() == Version::HTTP_2;
     let upgrading = !h2 && headers::is_upgrade_request(req.headers());
     {
@@ -46,36 +73,105 @@ pub(crate) async fn forward(
         headers::ensure_request_id(h);
         headers::propagate_traceparent(h);
     }
-    let proxy = &ex.ctx().worker.proxy;
-    let idx = proxy.balancer.pick();
-    let timeout = proxy.config.timeout;
-    ex.set_upstream(idx);
-
-    if upgrading {
-        return Ok(upgrade::forward(ex, idx, req).await);
+    let cluster = routed.cluster.clone();
+    let hash_key = routed.hash_key.clone();
+    let deadline = start + routed.timeout;
+    ex.route(routed);
+    let policy = &cluster.policy;
+    if !ex.take_request_slot() {
+        let msg = format!(
+            "circuit breaker open for service {:?}: maxRequests reached\n",
+            cluster.service
+        );
+        return Ok(ex.local(StatusCode::SERVICE_UNAVAILABLE, Some(ErrorKind::Overloaded), msg));
     }
-
-    let sent = if h2 {
-        prepare_h2(&mut req, &ex, idx);
-        tokio::time::timeout(timeout, send_h2(&ex, idx, req)).await
-    } else {
-        prepare_h1(&mut req, &ex, idx);
-        tokio::time::timeout(timeout, send_h1(&ex, idx, req)).await
-    };
-    Ok(match sent {
-        Ok(Ok((res, reuse))) => {
-            if let Some(tx) = reuse {
-                ex.reuse(tx);
-            }
-            respond(ex, res, false, if h2 { Version::HTTP_2 } else { Version::HTTP_11 })
+    policy.request_started(start);
+    let method = req.method().clone();
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retries = 0u32;
+    loop {
+        let now = Instant::now();
+        let Some(ep) = cluster.pick(now, hash_key.as_deref(), &tried) else {
+            let msg = format!("service {:?} has no ready endpoints\n", cluster.service);
+            return Ok(ex.local(StatusCode::SERVICE_UNAVAILABLE, Some(ErrorKind::NoEndpoint), msg));
+        };
+        let addr = ep.id.0.addr;
+        tried.push(addr);
+        ex.set_endpoint(ep);
+        if upgrading {
+            return Ok(upgrade::forward(ex, addr, &cluster, deadline, req).await);
         }
-        Ok(Err(failure)) => fail(ex, failure),
-        Err(_elapsed) => ex.local(
-            StatusCode::GATEWAY_TIMEOUT,
-            Some(ErrorKind::UpstreamTimeout),
-            "upstream timed out\n",
-        ),
-    })
+        let remaining = deadline.saturating_duration_since(now);
+        let limit = policy.per_try.map_or(remaining, |d| d.min(remaining));
+        let sent = if h2 {
+            prepare_h2(&mut req, &ep.id.0.name);
+            tokio::time::timeout(limit, send_h2(&ex, addr, &cluster, req)).await
+        } else {
+            prepare_h1(&mut req, &ep.id.0.name);
+            tokio::time::timeout(limit, send_h1(&ex, addr, &cluster, req)).await
+        };
+        let now = Instant::now();
+        match sent {
+            Ok(Ok((res, reuse))) => {
+                if cluster.samples_latency() {
+                    ex.answered(now.saturating_duration_since(start));
+                }
+                if res.status().is_server_error() {
+                    cluster.record_failure(ep, now);
+                } else {
+                    cluster.record_success(ep);
+                }
+                if let Some(tx) = reuse {
+                    ex.reuse(addr, tx);
+                }
+                return Ok(respond(
+                    ex,
+                    res,
+                    false,
+                    if h2 { Version::HTTP_2 } else { Version::HTTP_11 },
+                ));
+            }
+            Ok(Err((Failure::Connect(ConnectError::Overloaded(limit)), _))) => {
+                let msg = format!(
+                    "circuit breaker open for service {:?}: {} ({}) reached\n",
+                    cluster.service,
+                    policy.max(limit),
+                    limit.field()
+                );
+                return Ok(ex.local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(ErrorKind::Overloaded),
+                    msg,
+                ));
+            }
+            Ok(Err((failure, unsent))) => {
+                let kind = match (&failure, &unsent) {
+                    (Failure::Connect(_), _) => FailureKind::ConnectFailure,
+                    (Failure::Upstream(_), Some(_)) => FailureKind::ClosedBeforeSend,
+                    (Failure::Upstream(_), None) => FailureKind::Reset,
+                };
+                if kind.is_endpoint_error() {
+                    cluster.record_failure(ep, now);
+                }
+                if let Some(unsent) = unsent
+                    && policy.retry(method.as_str(), kind, retries + 1, now)
+                {
+                    req = unsent;
+                    retries += 1;
+                    continue;
+                }
+                return Ok(fail(ex, failure));
+            }
+            Err(_elapsed) => {
+                cluster.record_failure(ep, now);
+                return Ok(ex.local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Some(ErrorKind::UpstreamTimeout),
+                    "upstream timed out\n",
+                ));
+            }
+        }
+    }
 }
 
 /// Maps a failure before the response head to the proxy's own response.
@@ -119,8 +215,9 @@ pub(crate) fn respond(
     Response::from_parts(parts, ProxyBody::upstream(body, ex))
 }
 
-/// HTTP/1.1 to the upstream: origin-form target, a Host header.
-fn prepare_h1(req: &mut Request<Incoming>, ex: &Exchange, idx: usize) {
+/// HTTP/1.1 to the upstream: origin-form target, a Host header (the absolute-form authority,
+/// else the client's, else the endpoint's address).
+pub(crate) fn prepare_h1(req: &mut Request<Incoming>, endpoint: &str) {
     *req.version_mut() = Version::HTTP_11;
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let authority = req.uri().authority().cloned();
@@ -133,16 +230,15 @@ fn prepare_h1(req: &mut Request<Incoming>, ex: &Exchange, idx: usize) {
             req.headers_mut().insert(header::HOST, v);
         }
     }
-    if !req.headers().contains_key(header::HOST) {
-        let name = &ex.ctx().worker.proxy.upstreams[idx].name;
-        if let Ok(host) = HeaderValue::try_from(name.as_str()) {
-            req.headers_mut().insert(header::HOST, host);
-        }
+    if !req.headers().contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::try_from(endpoint)
+    {
+        req.headers_mut().insert(header::HOST, host);
     }
 }
 
 /// HTTP/2 to the upstream: scheme and authority pseudo-headers.
-fn prepare_h2(req: &mut Request<Incoming>, ex: &Exchange, idx: usize) {
+fn prepare_h2(req: &mut Request<Incoming>, endpoint: &str) {
     if req.uri().scheme().is_none() || req.uri().authority().is_none() {
         let mut parts = req.uri().clone().into_parts();
         parts.scheme.get_or_insert(Scheme::HTTP);
@@ -152,10 +248,8 @@ fn prepare_h2(req: &mut Request<Incoming>, ex: &Exchange, idx: usize) {
                 .get(header::HOST)
                 .and_then(|h| Authority::try_from(h.as_bytes()).ok());
             parts.authority = Some(
-                host.or_else(|| {
-                    Authority::try_from(ex.ctx().worker.proxy.upstreams[idx].name.as_str()).ok()
-                })
-                .unwrap_or_else(|| Authority::from_static("localhost")),
+                host.or_else(|| Authority::try_from(endpoint).ok())
+                    .unwrap_or_else(|| Authority::from_static("localhost")),
             );
         }
         if parts.path_and_query.is_none() {
@@ -169,18 +263,22 @@ fn prepare_h2(req: &mut Request<Incoming>, ex: &Exchange, idx: usize) {
 
 async fn send_h1(
     ex: &Exchange,
-    idx: usize,
+    addr: SocketAddr,
+    cluster: &Arc<Cluster>,
     mut req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), Failure> {
+) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), SendError> {
     let pool = &ex.ctx().worker.pool;
     loop {
-        let (mut tx, reused) = pool.checkout_h1(idx, ex.start()).await.map_err(Failure::Connect)?;
+        let (mut tx, reused) = match pool.checkout_h1(addr, cluster, ex.start()).await {
+            Ok(c) => c,
+            Err(e) => return Err((Failure::Connect(e), Some(req))),
+        };
         match tx.try_send_request(req).await {
             Ok(res) => return Ok((res, Some(tx))),
             Err(mut e) => match e.take_message() {
                 // A pooled connection closed before the request was written: try a fresh one.
                 Some(unsent) if reused => req = unsent,
-                _ => return Err(Failure::Upstream(e.into_error())),
+                unsent => return Err((Failure::Upstream(e.into_error()), unsent)),
             },
         }
     }
@@ -188,10 +286,14 @@ async fn send_h1(
 
 async fn send_h2(
     ex: &Exchange,
-    idx: usize,
+    addr: SocketAddr,
+    cluster: &Arc<Cluster>,
     req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), Failure> {
-    let mut tx = ex.ctx().worker.pool.h2(idx).await.map_err(Failure::Connect)?;
-    let res = tx.send_request(req).await.map_err(Failure::Upstream)?;
+) -> Result<(Response<Incoming>, Option<http1::SendRequest<Incoming>>), SendError> {
+    let mut tx = match ex.ctx().worker.pool.h2(addr, cluster).await {
+        Ok(tx) => tx,
+        Err(e) => return Err((Failure::Connect(e), Some(req))),
+    };
+    let res = tx.send_request(req).await.map_err(|e| (Failure::Upstream(e), None))?;
     Ok((res, None))
 }

@@ -20,8 +20,9 @@ use tokio::net::TcpStream;
 use super::fast::{self, FastEnd};
 use super::forward;
 use super::watchdog::{Activity, Check, deadline_instant};
+use crate::dispatch::ListenerCtx;
 use crate::drain::ConnGuard;
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, ServiceMetrics, UpstreamMetrics};
 use crate::pool::Pool;
 use crate::proxy::Proxy;
 
@@ -58,6 +59,8 @@ impl Worker {
 /// What a request needs from its connection.
 pub(crate) struct ConnCtx {
     pub(crate) worker: Arc<Worker>,
+    /// The listener the connection came in on (routing, metrics of unrouted requests).
+    pub(crate) listener: Arc<ListenerCtx>,
     /// The client's IP as an `x-forwarded-for` element.
     pub(crate) peer_ip: HeaderValue,
     pub(crate) activity: Activity,
@@ -66,34 +69,36 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    /// A request head was parsed: the request is in flight.
+    /// A request head was parsed: the request is being served (the watchdog's phase; the
+    /// in-flight gauge of its service moves once it is routed).
     pub(crate) fn request_started(&self) {
         self.activity.request_started();
-        self.worker.proxy.svc.in_flight.inc();
     }
 
-    /// Records the end of a request, whichever engine served it: in-flight gauge, watchdog
-    /// phase, error counter, status counter and duration (when a status was sent), balancer
-    /// feedback.
+    /// Records the end of a request, whichever engine served it: the service's in-flight gauge
+    /// (if it was `routed`, which raised it), watchdog phase, error counter, status counter and
+    /// duration (when a status was sent).
     pub(crate) fn request_ended(
         &self,
         start: Instant,
-        upstream: Option<usize>,
+        svc: &ServiceMetrics,
+        routed: bool,
+        upstream: Option<&UpstreamMetrics>,
         status: u16,
         error: Option<ErrorKind>,
     ) {
-        let proxy = &self.worker.proxy;
-        proxy.svc.in_flight.dec();
+        if routed {
+            svc.in_flight.dec();
+        }
         self.activity.set_deadline(0);
         self.activity.request_finished();
         if let Some(kind) = error {
-            proxy.svc.error(kind);
+            svc.error(kind);
         }
         if status != 0 {
-            proxy.svc.observe(status, start, Instant::now());
-            if let Some(idx) = upstream {
-                proxy.upstreams[idx].metrics.response(status);
-                proxy.balancer.on_complete(idx, status < 500 && error.is_none());
+            svc.observe(status, start, Instant::now());
+            if let Some(u) = upstream {
+                u.response(status);
             }
         }
     }
@@ -106,9 +111,14 @@ enum Protocol {
 }
 
 /// Serves one client connection to the end.
-pub(crate) async fn serve_connection(worker: Arc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve_connection(
+    worker: Arc<Worker>,
+    listener: Arc<ListenerCtx>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
     let proxy = &worker.proxy;
-    let guard = proxy.drain.track(&proxy.svc.downstream_connections);
+    let guard = proxy.drain.track(&listener.svc.downstream_connections);
     let _ = stream.set_nodelay(true);
     let cfg = &proxy.config;
     let mut activity = Activity::new(cfg.header_timeout, cfg.idle_timeout);
@@ -122,7 +132,7 @@ pub(crate) async fn serve_connection(worker: Arc<Worker>, mut stream: TcpStream,
         Ok(Ok(Some(d))) => d,
         Ok(Ok(None)) | Ok(Err(_)) => return, // closed before sending anything
         Err(_) => {
-            proxy.svc.error(ErrorKind::HeaderTimeout);
+            listener.svc.error(ErrorKind::HeaderTimeout);
             return;
         }
     };
@@ -131,14 +141,20 @@ pub(crate) async fn serve_connection(worker: Arc<Worker>, mut stream: TcpStream,
     }
     let peer_ip = HeaderValue::try_from(peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let ctx = Arc::new(ConnCtx { worker: worker.clone(), peer_ip, activity, _guard: guard });
+    let ctx = Arc::new(ConnCtx {
+        worker: worker.clone(),
+        listener: listener.clone(),
+        peer_ip,
+        activity,
+        _guard: guard,
+    });
     let (stream, prefix) = if protocol == Protocol::Http1 && cfg.http1_fast_path && prefix.is_none()
     {
         match drive(fast::serve(&ctx, stream), &ctx, |_| ctx.activity.close()).await {
             Ended::Done(FastEnd::Fallback(stream, rest)) => {
                 (stream, (!rest.is_empty()).then_some(rest))
             }
-            Ended::HeadTimeout => return proxy.svc.error(ErrorKind::HeaderTimeout),
+            Ended::HeadTimeout => return listener.svc.error(ErrorKind::HeaderTimeout),
             Ended::Done(FastEnd::Closed) | Ended::Idle | Ended::Forced => return,
         }
     } else {
@@ -157,7 +173,7 @@ pub(crate) async fn serve_connection(worker: Arc<Worker>, mut stream: TcpStream,
             drive(conn, &ctx, |c| c.graceful_shutdown()).await
         }
     };
-    let svc = &proxy.svc;
+    let svc = &listener.svc;
     match result {
         Ended::Done(Ok(())) | Ended::Forced | Ended::Idle => {}
         Ended::HeadTimeout => svc.error(ErrorKind::HeaderTimeout),

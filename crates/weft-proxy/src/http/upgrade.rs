@@ -1,24 +1,32 @@
 //! `Upgrade` passthrough (WebSocket and friends): the request goes to the upstream on a
 //! connection of its own; if the upstream answers 101, both sides become one byte tunnel.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{Exchange, ProxyBody};
-use super::forward::{Failure, fail, respond};
+use super::forward::{Failure, fail, prepare_h1, respond};
+use crate::cluster::Cluster;
 
 pub(crate) async fn forward(
     ex: Exchange,
-    idx: usize,
+    addr: SocketAddr,
+    cluster: &Arc<Cluster>,
+    deadline: Instant,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let ctx = ex.ctx().clone();
     let worker = &ctx.worker;
-    let timeout = worker.proxy.config.timeout;
+    let timeout = deadline.saturating_duration_since(Instant::now());
     let client_side = hyper::upgrade::on(&mut req);
+    prepare_h1(&mut req, &addr.to_string());
     let sent = tokio::time::timeout(timeout, async {
-        let mut tx = worker.pool.connect_h1(idx).await.map_err(Failure::Connect)?;
+        let mut tx = worker.pool.connect_h1(addr, cluster).await.map_err(Failure::Connect)?;
         tx.send_request(req).await.map_err(Failure::Upstream)
     })
     .await;

@@ -114,3 +114,39 @@ async fn h2c_to_an_unreachable_upstream_is_502() {
     let res = within("h2 response", tx.send_request(req)).await.unwrap();
     assert_eq!(res.status(), 502);
 }
+
+#[tokio::test]
+async fn grpc_through_a_sidecar_upstream_port_and_the_outbound_listener() {
+    let up = grpc_upstream().await;
+    let yaml = format!(
+        "outbound: {{ listen: 127.0.0.1:0 }}\nupstreams: [ {{ service: orders, port: grpc, listen: 127.0.0.1:0 }} ]\nobjects:\n{}{}",
+        service_yaml("orders", "default", "[ { name: grpc, port: 9090, protocol: grpc } ]", "{}"),
+        endpoints_yaml("orders", "default", "grpc", &[up]),
+    );
+    let p = TestSidecar::start(&yaml, Engine::Fast).await;
+    // The fixed port ignores the authority; the outbound listener routes by it.
+    for (listener, authority) in [("upstream:orders", "anything.test"), ("outbound", "orders:9090")]
+    {
+        let stream = TcpStream::connect(p.addr(listener)).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::post(format!("http://{authority}/pkg.Orders/Get"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("x-status", "5")
+            .body(Full::new(Bytes::from("order-1")))
+            .unwrap();
+        let res = within("h2 response", tx.send_request(req)).await.unwrap();
+        assert_eq!(res.status(), 200, "{listener}");
+        let collected = within("h2 body", res.into_body().collect()).await.unwrap();
+        assert_eq!(collected.trailers().cloned().unwrap()["grpc-status"], "5", "{listener}");
+        assert_eq!(collected.to_bytes(), "order-1");
+    }
+    assert_eq!(
+        p.metric("weft_grpc_responses_total", &["service=\"orders\"", "grpc_status=\"5\""]),
+        2.0
+    );
+}

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use weft_proxy::{Config, Proxy};
+use weft_proxy::{Config, Listeners, Proxy, ProxyArgs};
 
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -103,6 +103,15 @@ pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .next()
         .unwrap_or(0.0)
+}
+
+/// The sum of every sample of `name` (with labels) containing all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|lb| l.contains(lb)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 // ----- raw HTTP/1.1 messages -----
@@ -354,6 +363,8 @@ pub enum Action {
     RespondAfter(Arc<tokio::sync::Notify>, Vec<u8>),
     /// Writes 101 and then echoes every byte back.
     UpgradeEcho,
+    /// Writes the bytes after a delay (a slow endpoint).
+    Delay(Duration, Vec<u8>),
 }
 
 /// A response with a body and a content length.
@@ -409,6 +420,12 @@ impl RawUpstream {
                                     return;
                                 }
                             }
+                            Action::Delay(d, bytes) => {
+                                tokio::time::sleep(d).await;
+                                if conn.send(&bytes).await.is_err() {
+                                    return;
+                                }
+                            }
                             Action::UpgradeEcho => {
                                 let head = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
                                 if conn.send(head).await.is_err() {
@@ -452,4 +469,129 @@ impl Conn {
 pub async fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
+}
+
+// ----- a sidecar from a configuration file -----
+
+/// A sidecar configured by a YAML file (listeners on port 0), serving on this runtime.
+pub struct TestSidecar {
+    pub proxy: Arc<Proxy>,
+    pub addrs: Vec<(String, SocketAddr)>,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestSidecar {
+    /// Starts a sidecar from `yaml` (written to a file and read as `--config`).
+    pub async fn start(yaml: &str, engine: Engine) -> TestSidecar {
+        TestSidecar::with_args(yaml, engine, |_| {}).await
+    }
+
+    pub async fn with_args(
+        yaml: &str,
+        engine: Engine,
+        tweak: impl FnOnce(&mut ProxyArgs),
+    ) -> TestSidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sidecar.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut args = ProxyArgs {
+            config: Some(path.to_str().unwrap().to_string()),
+            admin: Some("127.0.0.1:0".into()),
+            http1: if engine == Engine::Fast { "fast".into() } else { "hyper".into() },
+            ..ProxyArgs::default()
+        };
+        tweak(&mut args);
+        let config = Config::from_args(&args).unwrap_or_else(|e| panic!("{e}"));
+        TestSidecar::serve(config, dir).await
+    }
+
+    /// Serves an already built configuration (dynamic mode tests).
+    pub async fn serve(config: Config, dir: tempfile::TempDir) -> TestSidecar {
+        let proxy = Proxy::new(config);
+        let mut listeners: Listeners = proxy.bind().unwrap();
+        let addrs = listeners.addrs(&proxy);
+        if let Some(admin) = listeners.admin.take() {
+            let p = proxy.clone();
+            tokio::spawn(async move { p.serve_admin(admin).await });
+        }
+        let (tx, rx) = oneshot::channel::<()>();
+        let p = proxy.clone();
+        tokio::spawn(async move {
+            let drain = p.clone();
+            tokio::spawn(async move {
+                let _ = rx.await;
+                drain.shutdown();
+            });
+            p.serve_bound(listeners).await;
+        });
+        TestSidecar { proxy, addrs, shutdown: Some(tx), _dir: dir }
+    }
+
+    /// The address of the listener labelled `label` (`outbound`, `inbound:http`,
+    /// `upstream:catalog`, `admin`).
+    pub fn addr(&self, label: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {label} in {:?}", self.addrs))
+    }
+
+    /// The sum of every sample of `name` whose labels include all of `labels`.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        metric_sum(&self.proxy.metrics().encode(), name, labels)
+    }
+
+    /// A GET through the outbound listener with this Host; returns status and body.
+    pub async fn get_host(&self, host: &str, path: &str) -> Message {
+        let mut c = Conn::connect(self.addr("outbound")).await;
+        c.request(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")).await.unwrap()
+    }
+}
+
+impl Drop for TestSidecar {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A Service object (YAML flow mapping) with `traffic` (YAML flow mapping text).
+pub fn service_yaml(name: &str, namespace: &str, ports: &str, traffic: &str) -> String {
+    format!(
+        "  - {{ apiVersion: weft/v1, kind: Service, metadata: {{ name: {name}, namespace: {namespace} }}, \
+         spec: {{ selector: {{ deployment: {name} }}, ports: {ports}, traffic: {traffic} }} }}\n"
+    )
+}
+
+/// An Endpoints object putting `addrs` behind port `port` of service `name`.
+pub fn endpoints_yaml(name: &str, namespace: &str, port: &str, addrs: &[SocketAddr]) -> String {
+    let list: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            format!("{{ instance: {name}-{i}, ip: {}, ports: {{ {port}: {} }} }}", a.ip(), a.port())
+        })
+        .collect();
+    format!(
+        "  - {{ apiVersion: weft/v1, kind: Endpoints, metadata: {{ name: {name}, namespace: {namespace} }}, \
+         spec: {{ addresses: [ {} ] }} }}\n",
+        list.join(", ")
+    )
+}
+
+/// A sidecar file with an outbound listener and `objects` (from `service_yaml`/`endpoints_yaml`).
+pub fn outbound_config(objects: &str) -> String {
+    format!("outbound: {{ listen: 127.0.0.1:0 }}\nobjects:\n{objects}")
+}
+
+/// Upstreams answering 200 with their own name as the body.
+pub async fn named_upstreams(names: &[&'static str]) -> Vec<RawUpstream> {
+    let mut v = Vec::new();
+    for n in names {
+        v.push(RawUpstream::hello(n).await);
+    }
+    v
 }

@@ -1,0 +1,109 @@
+//! The sidecar's command line: the one place that knows how `weft proxy` is invoked for an
+//! instance (DESIGN.md "Sidecar").
+//!
+//! `weft proxy --server URL --instance NAME --namespace NS
+//!   --inbound <port>=<node addr>:<public>:127.0.0.1:<app>:<protocol> …
+//!   --outbound 127.0.0.1:<p> --admin 127.0.0.1:<p> [--upstream-port SVC[.NS][:PORT]=<WEFT_IP>:<local> …]`
+//!
+//! The proxy token is passed as `WEFT_TOKEN` in the sidecar's environment rather than as
+//! `--token` (which `weft proxy` reads the same way): a command line is visible to every user
+//! of the machine in `ps`, an environment is not.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use weft_api::kinds::template::Upstream;
+
+use crate::env::PortAlloc;
+
+/// What the sidecar of one instance needs to know.
+#[derive(Debug)]
+pub(crate) struct Plan<'a> {
+    pub server: &'a str,
+    pub namespace: &'a str,
+    pub instance: &'a str,
+    pub node_address: IpAddr,
+    pub ports: &'a [PortAlloc],
+    pub outbound: u16,
+    pub admin: u16,
+    pub ip: Ipv4Addr,
+    pub upstreams: &'a [Upstream],
+}
+
+/// Arguments after the `weft` binary.
+pub(crate) fn args(p: &Plan<'_>) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "proxy".into(),
+        "--server".into(),
+        p.server.into(),
+        "--instance".into(),
+        p.instance.into(),
+        "--namespace".into(),
+        p.namespace.into(),
+    ];
+    for port in p.ports {
+        a.push("--inbound".into());
+        a.push(match p.node_address {
+            IpAddr::V4(addr) => format!(
+                "{}={addr}:{}:127.0.0.1:{}:{}",
+                port.name, port.public, port.app, port.protocol
+            ),
+            // IPv6 addresses have colons of their own: the proxy takes commas then.
+            IpAddr::V6(addr) => format!(
+                "{}=[{addr}]:{},127.0.0.1:{},{}",
+                port.name, port.public, port.app, port.protocol
+            ),
+        });
+    }
+    a.extend(["--outbound".into(), format!("127.0.0.1:{}", p.outbound)]);
+    a.extend(["--admin".into(), format!("127.0.0.1:{}", p.admin)]);
+    for u in p.upstreams {
+        let mut svc = u.service.clone();
+        if let Some(ns) = &u.namespace {
+            svc = format!("{svc}.{ns}");
+        }
+        if let Some(port) = &u.port {
+            svc = format!("{svc}:{port}");
+        }
+        a.extend(["--upstream-port".into(), format!("{svc}={}:{}", p.ip, u.local_port)]);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_api::kinds::template::{PortRef, Protocol};
+
+    #[test]
+    fn follows_the_contract() {
+        let ports = [PortAlloc {
+            name: "http".into(),
+            protocol: Protocol::Http,
+            app: 41001,
+            public: 31001,
+        }];
+        let ups = [Upstream {
+            service: "cart".into(),
+            namespace: Some("shop".into()),
+            port: Some(PortRef::Name("grpc".into())),
+            local_port: 9001,
+        }];
+        let a = args(&Plan {
+            server: "http://127.0.0.1:7070",
+            namespace: "default",
+            instance: "web-1",
+            node_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: &ports,
+            outbound: 15001,
+            admin: 15000,
+            ip: Ipv4Addr::new(127, 1, 0, 2),
+            upstreams: &ups,
+        });
+        assert_eq!(
+            a.join(" "),
+            "proxy --server http://127.0.0.1:7070 --instance web-1 --namespace default \
+             --inbound http=127.0.0.1:31001:127.0.0.1:41001:http --outbound 127.0.0.1:15001 \
+             --admin 127.0.0.1:15000 --upstream-port cart.shop:grpc=127.1.0.2:9001"
+        );
+    }
+}

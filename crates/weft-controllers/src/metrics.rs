@@ -1,0 +1,169 @@
+//! The controllers' Prometheus metrics.
+//!
+//! - `weft_controller_reconciles_total{controller,result}`: result `ok`, `conflict` (someone
+//!   wrote first; retried) or `error`.
+//! - `weft_controller_reconcile_duration_seconds{controller}`
+//! - `weft_controller_queue_depth{controller}`: keys waiting, due now or later.
+//! - `weft_controller_writes_total{controller,action}`: objects created, updated, marked
+//!   terminating, deleted.
+//! - `weft_scheduler_attempts_total{result}`: `scheduled`, `unschedulable`, `conflict`, `error`.
+//! - `weft_scheduler_scheduling_duration_seconds`: from first seeing an instance Pending to its
+//!   binding being written.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub controller: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub controller: &'static str,
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub result: &'static str,
+}
+
+fn latency_buckets() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+    ])
+}
+
+/// Every metric the controllers record, and a registry holding them.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
+    pub queue_depth: Family<ControllerLabels, Gauge>,
+    pub writes: Family<WriteLabels, Counter>,
+    pub scheduling_attempts: Family<AttemptLabels, Counter>,
+    pub scheduling_duration: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            reconciles: Family::default(),
+            reconcile_duration: Family::new_with_constructor(latency_buckets),
+            queue_depth: Family::default(),
+            writes: Family::default(),
+            scheduling_attempts: Family::default(),
+            scheduling_duration: latency_buckets(),
+        };
+        let mut registry = Registry::with_prefix("weft");
+        m.register(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers every metric in another registry too (e.g. the binary's), sharing the values.
+    pub fn register(&self, registry: &mut Registry) {
+        let c = registry.sub_registry_with_prefix("controller");
+        c.register("reconciles", "Reconciles by controller and result", self.reconciles.clone());
+        c.register(
+            "reconcile_duration_seconds",
+            "Time to reconcile one key",
+            self.reconcile_duration.clone(),
+        );
+        c.register("queue_depth", "Keys waiting in the work queue", self.queue_depth.clone());
+        c.register("writes", "Objects written, by controller and action", self.writes.clone());
+        let s = registry.sub_registry_with_prefix("scheduler");
+        s.register("attempts", "Scheduling attempts by result", self.scheduling_attempts.clone());
+        s.register(
+            "scheduling_duration_seconds",
+            "From first seeing an instance Pending to its binding being written",
+            self.scheduling_duration.clone(),
+        );
+    }
+
+    /// The registry holding every metric (prefixed `weft_`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn queue_gauge(&self, controller: &'static str) -> Gauge {
+        self.queue_depth.get_or_create(&ControllerLabels { controller }).clone()
+    }
+
+    pub fn reconciled(&self, controller: &'static str, result: &'static str, seconds: f64) {
+        self.reconciles.get_or_create(&ResultLabels { controller, result }).inc();
+        self.reconcile_duration.get_or_create(&ControllerLabels { controller }).observe(seconds);
+    }
+
+    pub fn wrote(&self, controller: &'static str, action: &'static str) {
+        self.writes.get_or_create(&WriteLabels { controller, action }).inc();
+    }
+
+    pub fn attempt(&self, result: &'static str) {
+        self.scheduling_attempts.get_or_create(&AttemptLabels { result }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed_and_shared_with_other_registries() {
+        let m = Metrics::new();
+        m.reconciled("deployment", "ok", 0.002);
+        m.attempt("scheduled");
+        m.queue_gauge("endpoints").set(3);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "weft_controller_reconciles_total{controller=\"deployment\",result=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("weft_scheduler_attempts_total{result=\"scheduled\"} 1"), "{text}");
+        assert!(text.contains("weft_controller_queue_depth{controller=\"endpoints\"} 3"), "{text}");
+        let mut other = Registry::default();
+        m.register(&mut other);
+        m.attempt("scheduled");
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &other).unwrap();
+        assert!(
+            out.contains("weft_scheduler_attempts_total{result=\"scheduled\"} 2")
+                || out.contains("scheduler_attempts_total{result=\"scheduled\"} 2"),
+            "{out}"
+        );
+    }
+}

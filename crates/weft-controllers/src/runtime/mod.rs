@@ -1,0 +1,345 @@
+//! Running the controllers: caches fed by watches, work queues, workers, periodic resync.
+//!
+//! One watch per kind (Deployments, Instances, Services, Endpoints, Nodes) feeds a [`Cache`];
+//! every change is fanned out at once ([`dispatch`]) to the keys it concerns in each
+//! controller's [`Queue`]; workers take keys and reconcile them level-triggered (from the
+//! caches, never from the event). Nothing on the hot path waits on a timer: an instance
+//! created is seen by the scheduler's watch and bound within one round trip.
+
+pub mod cache;
+pub(crate) mod dispatch;
+pub mod queue;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::task::JoinSet;
+use weft_api::{Deployment, Endpoints, Instance, Node, Resource, Service};
+use weft_client::Client;
+use weft_client::watcher::{self, Mode};
+
+pub use cache::{Cache, Change, ObjectKey};
+pub use queue::Queue;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::scheduler::Policy;
+use crate::scheduler::controller::SchedulerState;
+use crate::{deployment, endpoints, node, scheduler};
+
+/// Instance index: `namespace/deployment`.
+pub const BY_DEPLOYMENT: &str = "deployment";
+/// Instance index: node name.
+pub const BY_NODE: &str = "node";
+
+/// How the controllers behave.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How the scheduler chooses among nodes that fit.
+    pub scheduler: Policy,
+    /// A node without a heartbeat for this long is marked NotReady and its instances are
+    /// replaced (DESIGN.md: 20 s).
+    pub node_grace: Duration,
+    /// Instances still bound to a node NotReady or gone for this long are deleted outright.
+    pub eviction_timeout: Duration,
+    /// Every key is reconciled at least this often, whatever the watches say.
+    pub resync: Duration,
+    /// Workers per controller (the scheduler has one: its decisions are sequential).
+    pub workers: usize,
+    /// Writes one reconcile (or one scheduling batch) has in flight at once.
+    pub max_concurrent_writes: usize,
+    /// How the watches follow changes.
+    pub watch_mode: Mode,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            scheduler: Policy::Spread,
+            node_grace: Duration::from_secs(20),
+            eviction_timeout: Duration::from_secs(300),
+            resync: Duration::from_secs(30),
+            workers: 4,
+            max_concurrent_writes: 64,
+            watch_mode: Mode::Auto,
+        }
+    }
+}
+
+/// The work queues, one per controller.
+pub(crate) struct Queues {
+    pub deployments: Queue<ObjectKey>,
+    pub endpoints: Queue<ObjectKey>,
+    pub nodes: Queue<String>,
+    pub scheduling: Queue<ObjectKey>,
+}
+
+impl Queues {
+    fn all_closed(&self) {
+        self.deployments.close();
+        self.endpoints.close();
+        self.nodes.close();
+        self.scheduling.close();
+    }
+}
+
+/// What every controller shares.
+pub(crate) struct Context {
+    pub client: Client,
+    pub options: Options,
+    pub metrics: Arc<Metrics>,
+    pub deployments: Cache<Deployment>,
+    pub instances: Cache<Instance>,
+    pub services: Cache<Service>,
+    pub endpoints: Cache<Endpoints>,
+    pub nodes: Cache<Node>,
+    pub queues: Queues,
+    pub scheduler: Mutex<SchedulerState>,
+    pub rng: Mutex<StdRng>,
+    /// Nodes found missing while instances were bound to them, and since when.
+    pub missing_nodes: Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Context {
+    fn new(client: Client, options: Options, metrics: Arc<Metrics>) -> Context {
+        let queues = Queues {
+            deployments: Queue::new(metrics.queue_gauge(deployment::controller::NAME)),
+            endpoints: Queue::new(metrics.queue_gauge(endpoints::controller::NAME)),
+            nodes: Queue::new(metrics.queue_gauge(node::controller::NAME)),
+            scheduling: Queue::new(metrics.queue_gauge(scheduler::controller::NAME)),
+        };
+        Context {
+            client,
+            scheduler: Mutex::new(SchedulerState::new(options.scheduler)),
+            options,
+            metrics,
+            deployments: Cache::default(),
+            instances: Cache::new(vec![
+                (BY_DEPLOYMENT, |i: &Instance| {
+                    (!i.spec.deployment.is_empty()).then(|| {
+                        format!("{}/{}", i.metadata.namespace_or_default(), i.spec.deployment)
+                    })
+                }),
+                (BY_NODE, |i: &Instance| i.spec.node.clone()),
+            ]),
+            services: Cache::default(),
+            endpoints: Cache::default(),
+            nodes: Cache::default(),
+            queues,
+            rng: Mutex::new(StdRng::from_entropy()),
+            missing_nodes: Mutex::default(),
+        }
+    }
+
+    /// Records an instance we wrote and tells everyone who cares.
+    pub fn wrote_instance(&self, obj: Instance) {
+        if let Some(change) = self.instances.write_through(obj) {
+            dispatch::instance(self, &change);
+        }
+    }
+
+    /// Records an instance we deleted (the answer carries the deletion's revision).
+    pub fn deleted_instance(&self, obj: &Instance) {
+        let key = ObjectKey::of(obj);
+        let rev = obj.metadata.revision().unwrap_or(0);
+        if let Some(change) = self.instances.remove_through(&key, rev) {
+            dispatch::instance(self, &change);
+        }
+    }
+
+    /// `DELETE` with an optional resourceVersion precondition; returns the object as it was,
+    /// with the deletion's revision. (weft-client's `delete` has no precondition.)
+    pub async fn delete_at<T: Resource>(
+        &self,
+        key: &ObjectKey,
+        resource_version: Option<&str>,
+    ) -> Result<T, weft_client::ClientError> {
+        let mut path = weft_client::path(T::info(), key.ns(), Some(&key.name));
+        if let Some(rv) = resource_version {
+            path.push_str("?resourceVersion=");
+            path.push_str(rv);
+        }
+        let (_, body) = self.client.call(http::Method::DELETE, &path, None).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            weft_client::ClientError::Protocol(format!("decoding the deleted {}: {e}", T::KIND))
+        })
+    }
+
+    /// Queues every key of every controller (at start and every `resync`).
+    pub fn resync(&self) {
+        let q = &self.queues;
+        q.deployments.add_all(self.deployments.keys());
+        q.endpoints.add_all(self.services.keys());
+        q.endpoints.add_all(self.endpoints.keys());
+        q.nodes.add_all(self.nodes.keys().into_iter().map(|k| k.name));
+        for i in self.instances.list() {
+            if !i.spec.deployment.is_empty() {
+                q.deployments
+                    .add(ObjectKey::new(i.metadata.namespace_or_default(), &i.spec.deployment));
+            }
+            if let Some(n) = &i.spec.node {
+                q.nodes.add(n.clone());
+            }
+            if scheduler::controller::needs_scheduling(&i) {
+                q.scheduling.add(ObjectKey::of(&*i));
+            }
+        }
+    }
+}
+
+/// The control loops, ready to run against one api server.
+pub struct Controllers {
+    ctx: Arc<Context>,
+}
+
+impl std::fmt::Debug for Controllers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controllers").field("options", &self.ctx.options).finish_non_exhaustive()
+    }
+}
+
+impl Controllers {
+    /// Controllers acting through `client` (which needs an admin token).
+    pub fn new(client: Client, options: Options) -> Controllers {
+        Controllers { ctx: Arc::new(Context::new(client, options, Arc::new(Metrics::new()))) }
+    }
+
+    /// The controllers' metrics; keep the handle to serve them (`encode`, `registry`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.ctx.metrics.clone()
+    }
+
+    /// Runs every loop until `shutdown` resolves. Watches and writes retry on their own, so
+    /// nothing here ends the loops early.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let ctx = self.ctx;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(inform(ctx.clone(), |c| &c.deployments, dispatch::deployment));
+        tasks.spawn(inform(ctx.clone(), |c| &c.instances, dispatch::instance));
+        tasks.spawn(inform(ctx.clone(), |c| &c.services, dispatch::service));
+        tasks.spawn(inform(ctx.clone(), |c| &c.endpoints, dispatch::endpoints));
+        tasks.spawn(inform(ctx.clone(), |c| &c.nodes, dispatch::node));
+        let started = ctx.clone();
+        tasks.spawn(async move {
+            // Deciding from a partial view would be wrong (e.g. collecting the instances of a
+            // deployment not listed yet): wait for every first list.
+            started.deployments.wait_synced().await;
+            started.instances.wait_synced().await;
+            started.services.wait_synced().await;
+            started.endpoints.wait_synced().await;
+            started.nodes.wait_synced().await;
+            tracing::info!(
+                deployments = started.deployments.len(),
+                instances = started.instances.len(),
+                services = started.services.len(),
+                nodes = started.nodes.len(),
+                "controllers synced; reconciling"
+            );
+            let mut workers = JoinSet::new();
+            let n = started.options.workers.max(1);
+            for _ in 0..n {
+                workers.spawn(work(
+                    started.clone(),
+                    deployment::controller::NAME,
+                    |c| &c.queues.deployments,
+                    |c, k| Box::pin(async move { deployment::controller::reconcile(&c, &k).await }),
+                ));
+                workers.spawn(work(
+                    started.clone(),
+                    endpoints::controller::NAME,
+                    |c| &c.queues.endpoints,
+                    |c, k| Box::pin(async move { endpoints::controller::reconcile(&c, &k).await }),
+                ));
+            }
+            workers.spawn(work(
+                started.clone(),
+                node::controller::NAME,
+                |c| &c.queues.nodes,
+                |c, k| Box::pin(async move { node::controller::reconcile(&c, &k).await }),
+            ));
+            workers.spawn(scheduler::controller::run(started.clone()));
+            let mut tick =
+                tokio::time::interval(started.options.resync.max(Duration::from_millis(100)));
+            loop {
+                tick.tick().await;
+                started.resync();
+            }
+        });
+        shutdown.await;
+        ctx.queues.all_closed();
+        tasks.shutdown().await;
+    }
+}
+
+/// Follows one kind into its cache, fanning each change out.
+async fn inform<T: Resource>(
+    ctx: Arc<Context>,
+    cache: fn(&Context) -> &Cache<T>,
+    on_change: fn(&Context, &Change<T>),
+) {
+    let config = watcher::Config { mode: ctx.options.watch_mode, ..watcher::Config::default() };
+    let stream = watcher::watcher(ctx.client.clone(), T::info(), config);
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                for change in cache(&ctx).apply(event) {
+                    on_change(&ctx, &change);
+                }
+            }
+            Err(e) => tracing::warn!(kind = T::KIND, error = %e, "watch interrupted; resuming"),
+        }
+    }
+}
+
+type Reconcile<K> =
+    fn(
+        Arc<Context>,
+        K,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Duration>, Error>> + Send>>;
+
+/// One worker: takes keys from a queue and reconciles them, retrying failures with backoff
+/// and honouring the "look again after" each reconcile may ask for.
+async fn work<K: Clone + Eq + std::hash::Hash + std::fmt::Display + Send + 'static>(
+    ctx: Arc<Context>,
+    name: &'static str,
+    queue: fn(&Context) -> &Queue<K>,
+    reconcile: Reconcile<K>,
+) {
+    while let Some(batch) = queue(&ctx).next_batch(1).await {
+        for key in batch {
+            let start = Instant::now();
+            let result = reconcile(ctx.clone(), key.clone()).await;
+            let q = queue(&ctx);
+            let outcome = match result {
+                Ok(after) => {
+                    q.forget(&key);
+                    if let Some(after) = after {
+                        q.add_after(key.clone(), after);
+                    }
+                    "ok"
+                }
+                Err(e) if e.is_conflict() => {
+                    tracing::debug!(controller = name, %key, error = %e, "lost a race; retrying");
+                    q.add_rate_limited(key.clone());
+                    "conflict"
+                }
+                Err(e) => {
+                    tracing::warn!(controller = name, %key, error = %e, "reconcile failed; retrying");
+                    q.add_rate_limited(key.clone());
+                    "error"
+                }
+            };
+            ctx.metrics.reconciled(name, outcome, start.elapsed().as_secs_f64());
+            q.done(&key);
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Dynamic configuration from the api server.
+//!
+//! At start, [`read_instance`] reads the sidecar's own Instance (labels for inbound policy,
+//! template ports, template upstreams as fixed local ports), retrying until the api answers.
+//! Then [`run`] follows Services and Endpoints in all namespaces with
+//! `weft_client::watcher` (push, falling back to long-poll), and rebuilds the routes after each
+//! batch of changes.
+//!
+//! Every object received is checked with `weft_api::kinds::normalize`, the code the api server
+//! runs on writes: an invalid one is rejected (`weft_config_updates_total{result="rejected"}`)
+//! and the last good version of that object stays in force. When the control plane is away the
+//! watchers retry with backoff and the proxy keeps serving the last good configuration; when it
+//! returns they resume from the last revision seen (or re-list), and the routes catch up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use weft_api::kinds::{self, KindInfo};
+use weft_api::{Endpoints, Instance, Resource, Service};
+use weft_client::watcher::{self, Event};
+use weft_client::{Client, ClientError};
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::routes::Desired;
+use crate::sidecar::{Source, UpstreamPortSpec};
+
+/// Checks an object the way the api server does and decodes it.
+pub(crate) fn validate<T: Resource + DeserializeOwned>(
+    kind: &'static KindInfo,
+    value: Value,
+) -> Result<T, String> {
+    let (info, normalized) = kinds::normalize(value).map_err(|e| e.message)?;
+    if info != kind {
+        return Err(format!("expected a {}, got a {}", kind.kind, info.kind));
+    }
+    kinds::from_value::<T>(normalized).map_err(|e| e.message)
+}
+
+fn key_of(v: &Value) -> Option<(String, String)> {
+    let meta = v.get("metadata")?;
+    let name = meta.get("name")?.as_str()?.to_string();
+    let ns = meta.get("namespace").and_then(Value::as_str).unwrap_or(weft_api::DEFAULT_NAMESPACE);
+    Some((ns.to_string(), name))
+}
+
+fn revision_of(v: &Value) -> u64 {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Prints control-plane trouble once per distinct message (and at most every 30 s for a
+/// repeated one), not once per retry.
+#[derive(Default)]
+struct Reporter {
+    last: Option<(String, Instant)>,
+}
+
+impl Reporter {
+    fn error(&mut self, what: &str, revision: u64) {
+        let repeat = self
+            .last
+            .as_ref()
+            .is_some_and(|(m, at)| m == what && at.elapsed() < Duration::from_secs(30));
+        if !repeat {
+            eprintln!(
+                "weft proxy: control plane: {what}; serving the last good configuration (revision {revision})"
+            );
+            self.last = Some((what.to_string(), Instant::now()));
+        }
+    }
+
+    fn ok(&mut self) {
+        if self.last.take().is_some() {
+            eprintln!("weft proxy: control plane: receiving updates again");
+        }
+    }
+}
+
+/// Reads the Instance this sidecar serves into `config` (labels, template ports, upstream
+/// ports), retrying with backoff until the api answers with a valid one. Does nothing outside
+/// dynamic mode.
+pub async fn read_instance(config: &mut Config) -> anyhow::Result<()> {
+    let Some(side) = config.sidecar.as_mut() else { return Ok(()) };
+    let Source::Dynamic { server, instance, namespace, token, labels, template_ports } =
+        &mut side.source
+    else {
+        return Ok(());
+    };
+    let client = Client::new(server, Some(token.clone()))?;
+    let mut delay = Duration::from_millis(100);
+    let mut reporter = Reporter::default();
+    let inst: Instance = loop {
+        let problem = match client.get_value(&kinds::INSTANCE, Some(namespace), instance).await {
+            Ok(v) => match validate::<Instance>(&kinds::INSTANCE, v) {
+                Ok(i) => break i,
+                Err(e) => format!("the api sent an invalid Instance {namespace}/{instance}: {e}"),
+            },
+            Err(e) if e.is_not_found() => format!("no Instance {namespace}/{instance} yet ({e})"),
+            Err(e) => e.to_string(),
+        };
+        reporter.error(&problem, 0);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    };
+    reporter.ok();
+    let mut l = inst.spec.template.labels.clone();
+    l.extend(inst.metadata.labels.clone());
+    if !inst.spec.deployment.is_empty() {
+        l.entry("deployment".into()).or_insert_with(|| inst.spec.deployment.clone());
+    }
+    *labels = l;
+    *template_ports = inst.spec.template.ports.clone();
+    for u in &inst.spec.template.upstreams {
+        let listen = SocketAddr::from(([127, 0, 0, 1], u.local_port));
+        // A flag for the same local port wins over the template.
+        if side.upstream_ports.iter().any(|p| p.listen == listen) {
+            continue;
+        }
+        side.upstream_ports.push(UpstreamPortSpec {
+            service: u.service.clone(),
+            namespace: u.namespace.clone(),
+            port: u.port.clone(),
+            listen,
+        });
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Service,
+    Endpoints,
+}
+
+impl Kind {
+    fn info(self) -> &'static KindInfo {
+        match self {
+            Kind::Service => &kinds::SERVICE,
+            Kind::Endpoints => &kinds::ENDPOINTS,
+        }
+    }
+}
+
+/// The last good state of every followed object.
+struct State {
+    desired: Desired,
+    services: BTreeMap<(String, String), Service>,
+    endpoints: BTreeMap<(String, String), Endpoints>,
+    listed: [bool; 2],
+}
+
+impl State {
+    fn synced(&self) -> bool {
+        self.listed == [true, true]
+    }
+
+    /// Applies one watcher item; returns whether the state changed.
+    fn handle(
+        &mut self,
+        kind: Kind,
+        item: Result<Event, ClientError>,
+        proxy: &Proxy,
+        reporter: &mut Reporter,
+    ) -> bool {
+        let event = match item {
+            Ok(e) => e,
+            Err(e) => {
+                reporter.error(&e.to_string(), self.desired.revision);
+                return false;
+            }
+        };
+        reporter.ok();
+        match event {
+            Event::Restarted(items) => {
+                // An invalid object keeps its previous (good) version.
+                match kind {
+                    Kind::Service => {
+                        let old = std::mem::take(&mut self.services);
+                        for v in items {
+                            self.desired.revision = self.desired.revision.max(revision_of(&v));
+                            let key = key_of(&v);
+                            match self.check::<Service>(kind, v, proxy) {
+                                Some(s) => {
+                                    self.services.insert(key.unwrap_or_default(), s);
+                                }
+                                None => {
+                                    if let Some(prev) =
+                                        key.and_then(|k| old.get(&k).map(|o| (k, o.clone())))
+                                    {
+                                        self.services.insert(prev.0, prev.1);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Kind::Endpoints => {
+                        let old = std::mem::take(&mut self.endpoints);
+                        for v in items {
+                            self.desired.revision = self.desired.revision.max(revision_of(&v));
+                            let key = key_of(&v);
+                            match self.check::<Endpoints>(kind, v, proxy) {
+                                Some(e) => {
+                                    self.endpoints.insert(key.unwrap_or_default(), e);
+                                }
+                                None => {
+                                    if let Some(prev) =
+                                        key.and_then(|k| old.get(&k).map(|o| (k, o.clone())))
+                                    {
+                                        self.endpoints.insert(prev.0, prev.1);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                self.listed[kind as usize] = true;
+                true
+            }
+            Event::Applied(v) => {
+                self.desired.revision = self.desired.revision.max(revision_of(&v));
+                let Some(key) = key_of(&v) else {
+                    self.reject(kind, &v, "metadata.name: is required", proxy);
+                    return false;
+                };
+                match kind {
+                    Kind::Service => match self.check::<Service>(kind, v, proxy) {
+                        Some(s) => {
+                            self.services.insert(key, s);
+                            true
+                        }
+                        None => false,
+                    },
+                    Kind::Endpoints => match self.check::<Endpoints>(kind, v, proxy) {
+                        Some(e) => {
+                            self.endpoints.insert(key, e);
+                            true
+                        }
+                        None => false,
+                    },
+                }
+            }
+            Event::Deleted(v) => {
+                self.desired.revision = self.desired.revision.max(revision_of(&v));
+                let Some(key) = key_of(&v) else {
+                    self.reject(kind, &v, "metadata.name: is required", proxy);
+                    return false;
+                };
+                match kind {
+                    Kind::Service => self.services.remove(&key).is_some(),
+                    Kind::Endpoints => self.endpoints.remove(&key).is_some(),
+                }
+            }
+        }
+    }
+
+    fn check<T: Resource + DeserializeOwned>(
+        &self,
+        kind: Kind,
+        v: Value,
+        proxy: &Proxy,
+    ) -> Option<T> {
+        let label = kinds::describe_raw(&v);
+        match validate::<T>(kind.info(), v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                proxy.metrics.config_update(false);
+                eprintln!(
+                    "weft proxy: rejected an invalid {} from the control plane: {e}; keeping the last good version",
+                    label.unwrap_or_else(|| kind.info().kind.to_string())
+                );
+                None
+            }
+        }
+    }
+
+    fn reject(&self, kind: Kind, v: &Value, why: &str, proxy: &Proxy) {
+        proxy.metrics.config_update(false);
+        let label = kinds::describe_raw(v).unwrap_or_else(|| kind.info().kind.to_string());
+        eprintln!("weft proxy: rejected an invalid {label} from the control plane: {why}");
+    }
+
+    fn desired(&mut self) -> &Desired {
+        self.desired.synced = self.synced();
+        self.desired.services = self.services.values().cloned().collect();
+        self.desired.endpoints = self.endpoints.values().cloned().collect();
+        &self.desired
+    }
+}
+
+/// Follows the api server and applies every change to `proxy`'s routes, forever (run it as a
+/// task; it ends only if the proxy is not a dynamic sidecar). Call [`read_instance`] first.
+pub async fn run(proxy: Arc<Proxy>) {
+    let Some(side) = &proxy.config.sidecar else { return };
+    let Source::Dynamic { server, token, namespace, labels, template_ports, .. } = &side.source
+    else {
+        return;
+    };
+    let client = match Client::new(server, Some(token.clone())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weft proxy: control plane: {e}");
+            return;
+        }
+    };
+    let follow = watcher::Config { mode: watcher::Mode::Auto, ..watcher::Config::default() };
+    let services = watcher::watcher(client.clone(), &kinds::SERVICE, follow.clone())
+        .map(|e| (Kind::Service, e));
+    let endpoints =
+        watcher::watcher(client, &kinds::ENDPOINTS, follow).map(|e| (Kind::Endpoints, e));
+    let mut events = std::pin::pin!(futures::stream::select(services, endpoints));
+    let mut state = State {
+        desired: Desired {
+            namespace: namespace.clone(),
+            labels: labels.clone(),
+            template_ports: template_ports.clone(),
+            ..Desired::default()
+        },
+        services: BTreeMap::new(),
+        endpoints: BTreeMap::new(),
+        listed: [false, false],
+    };
+    let mut reporter = Reporter::default();
+    let mut announced = false;
+    while let Some((kind, item)) = events.next().await {
+        let mut changed = state.handle(kind, item, &proxy, &mut reporter);
+        // Everything that already arrived goes into the same rebuild.
+        while let Some(Some((kind, item))) = events.next().now_or_never() {
+            changed |= state.handle(kind, item, &proxy, &mut reporter);
+        }
+        if changed && state.synced() {
+            proxy.apply(state.desired());
+            if !announced {
+                announced = true;
+                eprintln!(
+                    "weft proxy: configured from {server} (revision {}, {} services)",
+                    state.desired.revision,
+                    state.services.len()
+                );
+            }
+        }
+    }
+}
