@@ -159,7 +159,7 @@ impl Agent {
             cgroups,
             allocatable,
             registry: registry.clone(),
-            inherited_env: env::inherited(),
+            inherited_env: env::inherited(&options.extra_path),
             instances_dir: instances_dir.clone(),
             logs_dir: logs_dir.clone(),
         });

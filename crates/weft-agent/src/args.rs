@@ -31,11 +31,13 @@ Exit codes: 0 after a clean shutdown, 64 for bad flags, 1 otherwise.";
 #[derive(Clone, clap::Args)]
 #[command(after_help = HELP)]
 pub struct AgentArgs {
-    /// The api server, e.g. http://127.0.0.1:7070.
-    #[arg(long, env = "WEFT_SERVER", value_name = "URL")]
+    /// The api server, e.g. http://127.0.0.1:7070. Not a flag of its own: `weft` fills it from
+    /// its global `--server`/`WEFT_SERVER` (or a local server's data dir).
+    #[arg(skip)]
     pub server: Option<String>,
-    /// An api token with the agent role (`weft token create --role agent`).
-    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    /// An api token with the agent role (`weft token create --role agent`); from `weft`'s
+    /// global `--token`/`WEFT_TOKEN`.
+    #[arg(skip)]
     pub token: Option<String>,
     /// The Node name [default: the host name].
     #[arg(long, value_name = "NAME")]
@@ -50,8 +52,9 @@ pub struct AgentArgs {
     /// Kept back for the system: allocatable = capacity - reserved, e.g. memory=1Gi.
     #[arg(long, value_name = "cpu=Q,memory=Q")]
     pub reserved: Option<String>,
-    /// The weft data dir (the agent uses <data-dir>/agent/) [default: ~/.weft].
-    #[arg(long, env = "WEFT_DATA_DIR", value_name = "DIR")]
+    /// The weft data dir (the agent uses <data-dir>/agent/) [default: ~/.weft]; from `weft`'s
+    /// global `--data-dir`/`WEFT_DATA_DIR`.
+    #[arg(skip)]
     pub data_dir: Option<PathBuf>,
     /// The weft binary to start sidecars with (`<bin> proxy ...`) [default: this executable].
     #[arg(long, value_name = "PATH")]
@@ -195,14 +198,11 @@ mod tests {
     #[test]
     fn flags_become_options() {
         let bin = std::env::current_exe().unwrap();
-        let cli = Cli::try_parse_from([
+        let mut cli = Cli::try_parse_from([
             "agent",
-            "--server=http://127.0.0.1:7070",
-            "--token=t",
             "--name=n1",
             "--capacity=cpu=4,memory=8Gi",
             "--reserved=memory=1Gi",
-            "--data-dir=/tmp/x",
             &format!("--weft-bin={}", bin.display()),
             "--backoff-base=1s",
             "--cgroups=off",
@@ -210,6 +210,9 @@ mod tests {
             "--log-max-size=1Ki",
         ])
         .unwrap();
+        cli.args.server = Some("http://127.0.0.1:7070".into());
+        cli.args.token = Some("t".into());
+        cli.args.data_dir = Some("/tmp/x".into());
         let o = cli.args.into_options().unwrap();
         assert_eq!(o.name, "n1");
         assert_eq!(o.capacity.cpu.unwrap().as_milli_ceil(), 4000);

@@ -85,21 +85,48 @@ pub(crate) fn app_env(
     env.into_iter().collect()
 }
 
-/// The inherited basics from the agent's own environment.
-pub(crate) fn inherited() -> Vec<(String, String)> {
+/// The inherited basics from the agent's own environment, with `extra_path` in front of PATH.
+pub(crate) fn inherited(extra_path: &[std::path::PathBuf]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = INHERITED
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect();
-    if !out.iter().any(|(k, _)| k == "PATH") {
-        out.push(("PATH".into(), DEFAULT_PATH.into()));
-    }
+    let base = match out.iter().position(|(k, _)| k == "PATH") {
+        Some(i) => out.remove(i).1,
+        None => DEFAULT_PATH.to_string(),
+    };
+    out.push(("PATH".into(), prepend_path(extra_path, &base)));
     out
+}
+
+fn prepend_path(extra: &[std::path::PathBuf], base: &str) -> String {
+    let mut dirs: Vec<String> = extra
+        .iter()
+        .map(|d| d.display().to_string())
+        .filter(|d| !d.is_empty() && !d.contains(':'))
+        .collect();
+    for d in base.split(':').filter(|d| !d.is_empty()) {
+        if !dirs.iter().any(|x| x == d) {
+            dirs.push(d.to_string());
+        }
+    }
+    dirs.join(":")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_path_goes_first_once() {
+        let extra =
+            [std::path::PathBuf::from("/opt/weft/bin"), std::path::PathBuf::from("/bad:dir")];
+        assert_eq!(
+            prepend_path(&extra, "/usr/bin:/opt/weft/bin:/bin"),
+            "/opt/weft/bin:/usr/bin:/bin"
+        );
+        assert_eq!(prepend_path(&[], "/usr/bin"), "/usr/bin");
+    }
 
     #[test]
     fn wiring_wins_over_the_template() {

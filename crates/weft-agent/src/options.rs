@@ -56,6 +56,9 @@ pub struct AgentOptions {
     /// Log rotation: size of a log file before it is rotated, and files kept per log.
     pub log_max_bytes: u64,
     pub log_files: usize,
+    /// Directories put in front of the PATH instances inherit (`weft up` adds its own, so
+    /// workload binaries built beside `weft`, such as `weft-demo`, are found by name).
+    pub extra_path: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for AgentOptions {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for AgentOptions {
             .field("stop_on_exit", &self.stop_on_exit)
             .field("log_max_bytes", &self.log_max_bytes)
             .field("log_files", &self.log_files)
+            .field("extra_path", &self.extra_path)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +126,7 @@ impl AgentOptions {
             stop_on_exit: false,
             log_max_bytes: defaults::LOG_MAX_BYTES,
             log_files: defaults::LOG_FILES,
+            extra_path: Vec::new(),
         }
     }
 

@@ -1,34 +1,47 @@
 #!/usr/bin/env bash
-# Latency a sidecar pair adds: client -> proxy (outbound role) -> proxy (inbound role) -> upstream,
-# against the same client calling the upstream directly, at fixed request rates (open loop,
-# wrk2-style: latency counted from each request's due time, see examples/openloop.rs).
+# Latency a sidecar pair adds: client -> outbound sidecar -> inbound sidecar -> app, against the
+# same client calling the app directly, at fixed request rates (open loop, wrk2-style: latency
+# counted from each request's due time, see examples/openloop.rs).
 #
-# usage: crates/weft-proxy/bench/sidecar-pair.sh [-d SECONDS] [-r "1000 10000"] [-c CONNECTIONS] [--nginx] [WEFT_BINARY]
+# usage: crates/weft-proxy/bench/sidecar-pair.sh [-d SECONDS] [-r "1000 10000"] [-c CONNECTIONS]
+#                                                [--form host|absolute] [--plain] [--nginx] [WEFT_BINARY]
+#   The pair is two real sidecars from static files, as the agent runs them: the caller's
+#   (outbound listener on 18182; service `catalog` with the default traffic policy — p2c-ewma,
+#   retries with budget, circuit breaker, outlier detection — whose one endpoint is the other
+#   sidecar's inbound port) and the callee's (inbound port `http` on 18183 forwarding to the app,
+#   with the admission of the services selecting it). The client names the service:
+#   --form host (default) sends `GET / HTTP/1.1` + `Host: catalog`; --form absolute sends
+#   `GET http://catalog/ HTTP/1.1` as HTTP_PROXY clients do.
+#   --plain also measures the phase-1 pair (two plain `--listen/--upstream` proxies, ports
+#   18186-18187), the figure earlier runs of this script reported.
 #   --nginx also measures the same pair made of two nginx proxies (ports 18184-18185), for scale.
 #   WEFT_BINARY defaults to $CARGO_TARGET_DIR/release/weft (or target/release/weft); build it
 #   with `cargo build --release -p weft`. The load generator is built here (release example).
 #
-# Layout on a 2-core machine: upstream (nginx, one worker) and load generator on CPU 0, both
-# proxies on CPU 1 (as in ../shared/bench/proxy-peers.sh). Ports 18181-18183.
-# Prints, per rate: direct p50/p99, pair p50/p99 and what the pair adds, in microseconds, and
-# the pair's CPU microseconds per request (both proxies together).
+# Layout on a 2-core machine: app (nginx, one worker) and load generator on CPU 0, both
+# proxies of a pair on CPU 1 (as in ../shared/bench/proxy-peers.sh). Ports 18181-18187.
+# Prints, per rate and pair: direct p50/p99, pair p50/p99 and what the pair adds, in
+# microseconds, and the pair's CPU microseconds per request (both proxies together).
 set -euo pipefail
-secs=10 rates="1000 10000" conns=32 with_nginx=0
+secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 form=host
 while [[ $# -gt 0 ]]; do
   case $1 in
     -d) secs=$2; shift 2 ;;
     -r) rates=$2; shift 2 ;;
     -c) conns=$2; shift 2 ;;
+    --form) form=$2; shift 2 ;;
+    --plain) with_plain=1; shift ;;
     --nginx) with_nginx=1; shift ;;
     -*) echo "unknown flag $1" >&2; exit 64 ;;
     *) break ;;
   esac
 done
+case $form in host|absolute) ;; *) echo "--form is host or absolute" >&2; exit 64 ;; esac
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 weft=${1:-$target/release/weft}
 [[ -x $weft ]] || { echo "no weft binary at $weft: run cargo build --release -p weft (or pass its path)" >&2; exit 64; }
-command -v nginx >/dev/null || { echo "nginx is needed for the upstream (apt-get install nginx)" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "nginx is needed for the app (apt-get install nginx)" >&2; exit 1; }
 (cd "$root" && cargo build -q --release -p weft-proxy --example openloop) || { echo "cannot build the load generator" >&2; exit 1; }
 gen=$target/release/examples/openloop
 
@@ -36,7 +49,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-for p in 18181 18182 18183 18184 18185; do
+for p in 18181 18182 18183 18184 18185 18186 18187; do
   if ss -ltn "sport = :$p" | grep -q LISTEN; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
 done
 cat >"$work/upstream.conf" <<EOF
@@ -44,6 +57,28 @@ worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err warn;
 events { worker_connections 8192; }
 http { access_log off; keepalive_requests 10000000;
   server { listen 127.0.0.1:18181 backlog=4096; location / { return 200 "hello world\n"; } } }
+EOF
+service='  - apiVersion: weft/v1
+    kind: Service
+    metadata: { name: catalog }
+    spec: { selector: { deployment: catalog }, ports: [ { name: http, port: 80, targetPort: http } ] }'
+cat >"$work/outbound.yaml" <<EOF
+# The caller's sidecar (an instance of web): catalog's one endpoint is the callee's inbound port.
+labels: { deployment: web }
+outbound: { listen: 127.0.0.1:18182 }
+objects:
+$service
+  - apiVersion: weft/v1
+    kind: Endpoints
+    metadata: { name: catalog }
+    spec: { addresses: [ { instance: catalog-0, ip: 127.0.0.1, ports: { http: 18183 } } ] }
+EOF
+cat >"$work/inbound.yaml" <<EOF
+# The callee's sidecar (an instance of catalog): its port http, public 18183, app on 18181.
+labels: { deployment: catalog }
+inbound: [ { port: http, listen: 127.0.0.1:18183, app: 127.0.0.1:18181 } ]
+objects:
+$service
 EOF
 start() { taskset -c "$1" "${@:2}" >>"$work/log" 2>&1 & pids+=("$!"); }
 start 0 nginx -c "$work/upstream.conf"
@@ -61,40 +96,55 @@ EOF
     start 1 nginx -c "$work/$name.conf"
   done
 fi
-start 1 "$weft" proxy --listen 127.0.0.1:18183 --upstream 127.0.0.1:18181 --direction inbound
-inbound=${pids[-1]}
-start 1 "$weft" proxy --listen 127.0.0.1:18182 --upstream 127.0.0.1:18183 --direction outbound
-outbound=${pids[-1]}
-for p in 18181 18182 18183 $([[ $with_nginx == 1 ]] && echo 18184 18185); do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
+declare -A pair_pids
+start 1 "$weft" proxy --config "$work/inbound.yaml"
+pair_pids[sidecar]=${pids[-1]}
+start 1 "$weft" proxy --config "$work/outbound.yaml"
+pair_pids[sidecar]+=" ${pids[-1]}"
+if [[ $with_plain == 1 ]]; then
+  start 1 "$weft" proxy --listen 127.0.0.1:18187 --upstream 127.0.0.1:18181 --direction inbound
+  pair_pids[plain]=${pids[-1]}
+  start 1 "$weft" proxy --listen 127.0.0.1:18186 --upstream 127.0.0.1:18187 --direction outbound
+  pair_pids[plain]+=" ${pids[-1]}"
+fi
+for p in 18181 18182 18183 $([[ $with_nginx == 1 ]] && echo 18184 18185) $([[ $with_plain == 1 ]] && echo 18186 18187); do
+  for _ in $(seq 100); do curl -s -o /dev/null -H 'Host: catalog' "http://127.0.0.1:$p/" && break; sleep 0.1; done
 done
-curl -sf -o /dev/null http://127.0.0.1:18182/ || { echo "the proxy pair does not answer; log:" >&2; cat "$work/log" >&2; exit 1; }
+body=$(curl -sf -H 'Host: catalog' http://127.0.0.1:18182/) && [[ $body == "hello world" ]] \
+  || { echo "the sidecar pair does not answer; log:" >&2; cat "$work/log" >&2; exit 1; }
+body=$(curl -sf --proxy http://127.0.0.1:18182 http://catalog/) && [[ $body == "hello world" ]] \
+  || { echo "the sidecar pair does not route absolute-form requests; log:" >&2; cat "$work/log" >&2; exit 1; }
 
 tck=$(getconf CLK_TCK)
-ticks() { local t=0; for p in "$inbound" "$outbound"; do s=($(cut -d' ' -f14,15 "/proc/$p/stat")); t=$((t + s[0] + s[1])); done; echo $t; }
+ticks() { local t=0; for p in $1; do s=($(cut -d' ' -f14,15 "/proc/$p/stat")); t=$((t + s[0] + s[1])); done; echo $t; }
 field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1==k{print $2}'; }
-run() { taskset -c 0 "$gen" --addr "$1" --rate "$2" --duration "$secs" --warmup 2 --connections "$conns"; }
+run() { taskset -c 0 "$gen" --addr "$1" --rate "$2" --duration "$secs" --warmup 2 --connections "$conns" "${@:3}"; }
+row() { # name rate direct-output pair-output cpu
+  local dp50 dp99 pp50 pp99
+  dp50=$(field "$3" p50_us) dp99=$(field "$3" p99_us) pp50=$(field "$4" p50_us) pp99=$(field "$4" p99_us)
+  printf '%-7s %-9s %10s %10s %10s %10s %10s %10s %9s %8s\n' "$2" "$1" "$dp50" "$dp99" "$pp50" "$pp99" \
+    $((pp50 - dp50)) $((pp99 - dp99)) "$5" $(( $(field "$3" errors) + $(field "$4" errors) ))
+}
+measure() { # pair-name port rate direct-output generator-args...
+  local ppids=${pair_pids[$1]:-} t0=0 t1 out sent cpu=-
+  if [[ -n $ppids ]]; then t0=$(ticks "$ppids"); fi
+  out=$(run "127.0.0.1:$2" "$3" "${@:5}")
+  if [[ -n $ppids ]]; then
+    t1=$(ticks "$ppids"); sent=$(field "$out" sent)
+    cpu=$(python3 -c "print(round(($t1-$t0)/$tck*1e6/max($sent,1),2))")
+  fi
+  row "$1" "$3" "$4" "$out" "$cpu"
+  echo "  $1: $out" >&2
+}
 
-printf '%-7s %10s %10s %10s %10s %10s %10s %9s %8s\n' rate direct_p50 direct_p99 pair_p50 pair_p99 added_p50 added_p99 cpu_us/req errors
+gen_form=(--host catalog)
+if [[ $form == absolute ]]; then gen_form+=(--form absolute); fi
+printf '%-7s %-9s %10s %10s %10s %10s %10s %10s %9s %8s\n' rate pair direct_p50 direct_p99 pair_p50 pair_p99 added_p50 added_p99 cpu_us/req errors
 for rate in $rates; do
   d=$(run 127.0.0.1:18181 "$rate")
-  t0=$(ticks)
-  p=$(run 127.0.0.1:18182 "$rate")
-  t1=$(ticks)
-  sent=$(field "$p" sent)
-  cpu=$(python3 -c "print(round(($t1-$t0)/$tck*1e6/max($sent,1),2))")
-  dp50=$(field "$d" p50_us) dp99=$(field "$d" p99_us) pp50=$(field "$p" p50_us) pp99=$(field "$p" p99_us)
-  errs=$(( $(field "$d" errors) + $(field "$p" errors) ))
-  printf '%-7s %10s %10s %10s %10s %10s %10s %9s %8s\n' "$rate" "$dp50" "$dp99" "$pp50" "$pp99" \
-    $((pp50 - dp50)) $((pp99 - dp99)) "$cpu" "$errs"
   echo "  direct: $d" >&2
-  echo "  pair:   $p" >&2
-  if [[ $with_nginx == 1 ]]; then
-    n=$(run 127.0.0.1:18184 "$rate")
-    np50=$(field "$n" p50_us) np99=$(field "$n" p99_us)
-    printf '%-7s %10s %10s %10s %10s %10s %10s %9s %8s\n' "(nginx)" "$dp50" "$dp99" "$np50" "$np99" \
-      $((np50 - dp50)) $((np99 - dp99)) "-" "$(field "$n" errors)"
-    echo "  nginx pair: $n" >&2
-  fi
+  measure sidecar 18182 "$rate" "$d" "${gen_form[@]}"
+  if [[ $with_plain == 1 ]]; then measure plain 18186 "$rate" "$d"; fi
+  if [[ $with_nginx == 1 ]]; then measure nginx 18184 "$rate" "$d"; fi
 done
-echo "(microseconds; open loop, $conns connections, ${secs}s per run after a 2s warm-up; generator lateness in late_p99_us on stderr)"
+echo "(microseconds; open loop, $conns connections, ${secs}s per run after a 2s warm-up; sidecar pair addressed by --form $form; generator lateness in late_p99_us on stderr)"

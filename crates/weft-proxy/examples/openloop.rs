@@ -4,7 +4,11 @@
 //! coordinated omission).
 //!
 //! usage: openloop --addr HOST:PORT [--rate 1000] [--duration 10] [--warmup 2]
-//!                 [--connections 16] [--path /]
+//!                 [--connections 16] [--path /] [--host NAME] [--form origin|absolute]
+//!
+//! `--host` is the `Host` header (default: the address); `--form absolute` sends
+//! `GET http://HOST/path` as clients honouring `HTTP_PROXY` do (a sidecar's outbound listener
+//! routes either by the service name in it).
 //!
 //! Prints one line: `rate=.. sent=.. errors=.. p50_us=.. p90_us=.. p99_us=.. p999_us=..
 //! max_us=.. late_p99_us=..` (`late`: how far behind schedule the generator itself sent).
@@ -21,6 +25,8 @@ struct Args {
     warmup: f64,
     connections: usize,
     path: String,
+    host: Option<String>,
+    absolute: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -31,6 +37,8 @@ fn parse_args() -> Result<Args, String> {
         warmup: 2.0,
         connections: 16,
         path: "/".into(),
+        host: None,
+        absolute: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,6 +56,14 @@ fn parse_args() -> Result<Args, String> {
                     value.parse().map_err(|_| format!("bad value for {flag}: {value}"))?
             }
             "--path" => a.path = value,
+            "--host" => a.host = Some(value),
+            "--form" => {
+                a.absolute = match value.as_str() {
+                    "origin" => false,
+                    "absolute" => true,
+                    _ => return Err(format!("--form is origin or absolute, not {value}")),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -117,7 +133,10 @@ fn main() {
     let total = ((args.warmup + args.duration) * args.rate) as usize;
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let warmup_n = (args.warmup * args.rate) as usize;
-    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", args.path, args.addr).into_bytes();
+    let host = args.host.clone().unwrap_or_else(|| args.addr.to_string());
+    let target =
+        if args.absolute { format!("http://{host}{}", args.path) } else { args.path.clone() };
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
     let start = Instant::now() + Duration::from_millis(200);
 
     let threads: Vec<_> = (0..args.connections)

@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/ready`, `/live`, `/config` (the effective
 //! configuration; for a sidecar also `routes`: services, endpoints with their health, inbound
-//! routes, at the revision being served).
+//! routes, at the revision being served; for a gateway `routes.ingress`, in the order they are
+//! tried, and the services behind them).
 
 use std::convert::Infallible;
 use std::sync::Arc;

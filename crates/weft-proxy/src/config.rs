@@ -29,12 +29,17 @@ mod defaults {
     pub const RUNTIME: &str = "per-core";
 }
 
+/// Where `weft up` puts its gateway when not told otherwise (`weft proxy` has no default: a
+/// gateway is asked for by giving `--gateway`).
+pub const DEFAULT_GATEWAY: &str = "127.0.0.1:8080";
+
 /// How `weft proxy` explains its modes (`--help`).
 pub const HELP: &str = "\
 Modes:
   plain reverse proxy   weft proxy --listen ADDR --upstream ADDR[,ADDR...]
   static sidecar        weft proxy --config FILE
   dynamic sidecar       weft proxy --server URL --token T --instance NAME [--namespace NS]
+  ingress gateway       weft proxy --gateway ADDR --server URL --token T   (or --config FILE)
 
 Listener flags (both sidecar modes; added to the --config file's, and to the Instance's upstreams):
   --inbound NAME=PUBLIC_ADDR:APP_ADDR[:PROTOCOL]   the instance's port NAME: PUBLIC_ADDR is owned by
@@ -44,14 +49,26 @@ Listener flags (both sidecar modes; added to the --config file's, and to the Ins
   --upstream-port SERVICE[.NS][:PORT]=ADDR   a fixed local port for one service (TCP, gRPC)
   --admin ADDR             /metrics, /ready, /live, /config
 
+Gateway (outside traffic into the mesh; listeners: --gateway and --admin only):
+  Every Service, in every namespace, with spec.ingress { host, pathPrefix, port } is a route. A
+  request matches when its Host (port ignored, any case) is the route's host (or the route has
+  none) and its path is pathPrefix or continues it after a '/'; a host match beats a route
+  without host, then the longest prefix wins. It goes to the service's ingress port (else its
+  first port) with the service's traffic policy; path and Host are passed on unchanged. No
+  match: 404. Metrics carry direction=\"gateway\". A --config file for a gateway holds objects
+  (and admin), no listeners.
+
 Examples:
   weft proxy --listen 127.0.0.1:8081 --upstream 127.0.0.1:9001,127.0.0.1:9002
   weft proxy --config sidecar.yaml --admin 127.0.0.1:15000
   WEFT_TOKEN=$(cat proxy.token) weft proxy --server http://127.0.0.1:7070 --instance catalog-7f9c2 \\
       --inbound http=127.0.0.1:31001:127.0.0.1:41001 --outbound 127.0.0.1:15001 \\
       --upstream-port cart.shop:grpc=127.0.0.1:9001 --admin 127.0.0.1:15000
+  WEFT_TOKEN=$(cat proxy.token) weft proxy --gateway 127.0.0.1:8080 --server http://127.0.0.1:7070
+  weft proxy --gateway 127.0.0.1:8080 --config routes.yaml --admin 127.0.0.1:15000
 
-Exit codes: 0 after a drain, 64 for a bad flag or configuration file, 1 otherwise.";
+Exit codes: 0 after a drain, 64 for a bad flag or configuration file, 1 otherwise (e.g. an address
+already in use).";
 
 /// `weft proxy` command-line arguments.
 #[derive(Clone, PartialEq, Eq, clap::Args)]
@@ -90,6 +107,10 @@ pub struct ProxyArgs {
     /// or cart.shop:grpc=127.0.0.1:9002.
     #[arg(long = "upstream-port", value_name = "SERVICE[.NS][:PORT]=ADDR")]
     pub upstream_port: Vec<String>,
+    /// Gateway mode: the ingress gateway's listener, e.g. 127.0.0.1:8080 (with --server, or
+    /// --config for a static route table).
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<String>,
     /// Admin listener serving /metrics, /ready, /live and /config.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
@@ -154,6 +175,7 @@ impl std::fmt::Debug for ProxyArgs {
             .field("inbound", &self.inbound)
             .field("outbound", &self.outbound)
             .field("upstream_port", &self.upstream_port)
+            .field("gateway", &self.gateway)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
@@ -172,6 +194,7 @@ impl Default for ProxyArgs {
             inbound: Vec::new(),
             outbound: None,
             upstream_port: Vec::new(),
+            gateway: None,
             admin: None,
             service: defaults::SERVICE.into(),
             direction: defaults::DIRECTION.into(),
@@ -245,13 +268,15 @@ impl ProxyArgs {
                     out.admin = Some(value);
                     continue;
                 }
-                "config" | "server" | "token" | "instance" | "namespace" | "outbound" => {
+                "config" | "server" | "token" | "instance" | "namespace" | "outbound"
+                | "gateway" => {
                     let slot = match name {
                         "config" => &mut out.config,
                         "server" => &mut out.server,
                         "token" => &mut out.token,
                         "instance" => &mut out.instance,
                         "namespace" => &mut out.namespace,
+                        "gateway" => &mut out.gateway,
                         _ => &mut out.outbound,
                     };
                     *slot = Some(value);
@@ -304,6 +329,10 @@ pub enum Direction {
     Inbound,
     /// Traffic the instance sends to other services.
     Outbound,
+    /// Traffic from outside the mesh, through the ingress gateway. Its own label (not
+    /// `inbound`) so that dashboards and the autoscaler, which read an instance's `inbound`
+    /// series, never count a request twice: once at the gateway and once at the instance.
+    Gateway,
 }
 
 impl Direction {
@@ -312,6 +341,7 @@ impl Direction {
         match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
+            Direction::Gateway => "gateway",
         }
     }
 }
@@ -338,15 +368,15 @@ pub struct UpstreamConfig {
 /// The effective configuration (served as JSON on the admin listener's `/config`).
 ///
 /// `listen`, `upstreams`, `service` and `direction` describe the plain reverse proxy; in sidecar
-/// mode (`sidecar` is set) listeners and services come from [`SidecarConfig`] instead, and the
-/// remaining fields (timeouts, limits, threads) apply to every listener.
+/// and gateway modes (`sidecar` is set) listeners and services come from [`SidecarConfig`]
+/// instead, and the remaining fields (timeouts, limits, threads) apply to every listener.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// Plain mode: where proxied traffic is accepted.
     pub listen: SocketAddr,
     /// Plain mode: where it goes.
     pub upstreams: Vec<UpstreamConfig>,
-    /// Sidecar mode: listeners and where services, endpoints and policy come from.
+    /// Sidecar and gateway modes: listeners and where services, endpoints and policy come from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<SidecarConfig>,
     /// The admin listener, if any.
@@ -431,7 +461,7 @@ impl Config {
                     return Err(bad(
                         "listen",
                         "is for the plain reverse proxy (with --upstream); a sidecar listens \
-                         with --inbound, --outbound and --upstream-port",
+                         with --inbound, --outbound and --upstream-port, a gateway with --gateway",
                     ));
                 }
                 let (sidecar, admin) = SidecarConfig::from_args(args)?;
@@ -507,6 +537,13 @@ impl Config {
         args: &ProxyArgs,
         upstream: &str,
     ) -> Result<(SocketAddr, Vec<UpstreamConfig>, Option<SocketAddr>), ConfigError> {
+        if args.gateway.is_some() {
+            return Err(bad(
+                "gateway",
+                "does not go with --upstream: the plain reverse proxy forwards everything to its \
+                 upstreams; a gateway routes by the Services' spec.ingress (--server or --config)",
+            ));
+        }
         for (flag, given) in [
             ("config", args.config.is_some()),
             ("server", args.server.is_some()),
@@ -647,6 +684,7 @@ mod tests {
                 "--namespace",
                 "shop",
             ],
+            &["--gateway", "127.0.0.1:8080", "--server=http://127.0.0.1:7070", "--admin", "x"],
             &[
                 "--service",
                 "shop",
@@ -692,6 +730,83 @@ mod tests {
             assert_eq!(ProxyArgs::parse_plain(&owned), None, "{line:?}");
             assert!(clap_parse(line).is_err(), "{line:?}");
         }
+    }
+
+    #[test]
+    fn gateway_flags() {
+        let gw = |extra: &[&str]| {
+            let mut line = vec!["--gateway", "127.0.0.1:8080"];
+            line.extend_from_slice(extra);
+            Config::from_args(&clap_parse(&line).unwrap())
+        };
+        let c = gw(&["--server", "http://127.0.0.1:7070/", "--token", "t"]).unwrap();
+        let side = c.sidecar.unwrap();
+        assert_eq!(side.gateway, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(matches!(
+            &side.source,
+            crate::sidecar::Source::Dynamic { instance: None, server, .. } if server == "http://127.0.0.1:7070"
+        ));
+        assert!(side.inbound.is_empty() && side.outbound.is_none());
+        for (extra, flag, says) in [
+            (&[][..], "gateway", "--server URL"),
+            (&["--server", "http://127.0.0.1:1"][..], "token", "WEFT_TOKEN"),
+            (
+                &["--upstream", "127.0.0.1:1", "--listen", "127.0.0.1:2"][..],
+                "gateway",
+                "--upstream",
+            ),
+            (
+                &["--server", "http://h:1", "--token", "t", "--instance", "i"][..],
+                "instance",
+                "every namespace",
+            ),
+            (
+                &["--server", "http://h:1", "--token", "t", "--namespace", "n"][..],
+                "namespace",
+                "every namespace",
+            ),
+            (
+                &["--server", "http://h:1", "--token", "t", "--outbound", "127.0.0.1:1"][..],
+                "outbound",
+                "--gateway",
+            ),
+            (
+                &["--config", "x.yaml", "--inbound", "http=127.0.0.1:1:127.0.0.1:2"][..],
+                "inbound",
+                "--gateway",
+            ),
+            (
+                &["--server", "http://h:1", "--token", "t", "--admin", "127.0.0.1:8080"][..],
+                "gateway",
+                "already used by --admin",
+            ),
+            (
+                &["--server", "http://h:1", "--token", "t", "--listen", "127.0.0.1:1"][..],
+                "listen",
+                "--gateway",
+            ),
+        ] {
+            let e = gw(extra).unwrap_err();
+            assert_eq!(e.flag, flag, "{extra:?}: {e}");
+            assert!(e.to_string().contains(says), "{extra:?}: {e}");
+        }
+        let e = Config::from_args(
+            &clap_parse(&["--gateway", "nowhere", "--server", "http://h:1", "--token", "t"])
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(e.flag, "gateway", "{e}");
+        // A gateway's file holds objects, not a sidecar's listeners.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.yaml");
+        std::fs::write(&path, "outbound: { listen: 127.0.0.1:0 }\n").unwrap();
+        let e = gw(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert_eq!(e.flag, "config");
+        assert!(e.to_string().contains("outbound: is a sidecar listener"), "{e}");
+        std::fs::write(&path, "admin: 127.0.0.1:0\nobjects: []\n").unwrap();
+        let c = gw(&["--config", path.to_str().unwrap()]).unwrap();
+        assert!(c.sidecar.unwrap().is_gateway());
+        assert_eq!(Direction::Gateway.as_str(), "gateway");
     }
 
     #[test]

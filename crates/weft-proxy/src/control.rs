@@ -86,11 +86,17 @@ impl Reporter {
 
 /// Reads the Instance this sidecar serves into `config` (labels, template ports, upstream
 /// ports), retrying with backoff until the api answers with a valid one. Does nothing outside
-/// dynamic mode.
+/// dynamic mode, and for a gateway (which serves no instance).
 pub async fn read_instance(config: &mut Config) -> anyhow::Result<()> {
     let Some(side) = config.sidecar.as_mut() else { return Ok(()) };
-    let Source::Dynamic { server, instance, namespace, token, labels, template_ports } =
-        &mut side.source
+    let Source::Dynamic {
+        server,
+        instance: Some(instance),
+        namespace,
+        token,
+        labels,
+        template_ports,
+    } = &mut side.source
     else {
         return Ok(());
     };
@@ -120,8 +126,10 @@ pub async fn read_instance(config: &mut Config) -> anyhow::Result<()> {
     *template_ports = inst.spec.template.ports.clone();
     for u in &inst.spec.template.upstreams {
         let listen = SocketAddr::from(([127, 0, 0, 1], u.local_port));
-        // A flag for the same local port wins over the template.
-        if side.upstream_ports.iter().any(|p| p.listen == listen) {
+        // A flag for the same local port wins over the template, whatever its address: the
+        // agent gives each instance its own loopback address (WEFT_IP) so that two instances
+        // with the same localPort do not clash; binding 127.0.0.1 as well would.
+        if side.upstream_ports.iter().any(|p| p.listen.port() == u.local_port) {
             continue;
         }
         side.upstream_ports.push(UpstreamPortSpec {
@@ -339,8 +347,15 @@ pub async fn run(proxy: Arc<Proxy>) {
             proxy.apply(state.desired());
             if !announced {
                 announced = true;
+                let routes = match side.gateway {
+                    Some(_) => {
+                        let n = state.services.values().filter(|s| s.spec.ingress.is_some());
+                        format!(", {} with ingress", n.count())
+                    }
+                    None => String::new(),
+                };
                 eprintln!(
-                    "weft proxy: configured from {server} (revision {}, {} services)",
+                    "weft proxy: configured from {server} (revision {}, {} services{routes})",
                     state.desired.revision,
                     state.services.len()
                 );

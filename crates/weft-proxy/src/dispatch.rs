@@ -5,6 +5,8 @@
 //! - Inbound listener: the app, after admission (rate limits, concurrency cap).
 //! - Outbound listener: the service named by the absolute-form target or `Host`.
 //! - Upstream-port listener: its fixed service, whatever the request names.
+//! - Gateway listener: the Service whose `spec.ingress` matches Host and path best
+//!   (`sidecar::gateway`); 404 when none does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use crate::cluster::Cluster;
 use crate::config::Direction;
 use crate::metrics::{ErrorKind, Metrics, ServiceMetrics, UpstreamMetrics};
 use crate::proxy::{Mode, Proxy};
+use crate::sidecar::gateway;
 use crate::sidecar::inbound::{self, Admitted};
 use crate::sidecar::outbound::{self, Unresolved};
 
@@ -27,6 +30,8 @@ pub(crate) enum ListenerKind {
     Outbound,
     /// Index into the sidecar's upstream-port listeners.
     Upstream(usize),
+    /// The ingress gateway's listener.
+    Gateway,
 }
 
 /// A listener's identity and the metric handles for requests that reach no cluster.
@@ -214,6 +219,28 @@ pub(crate) fn route(
                 ));
             }
         },
+        ListenerKind::Gateway => {
+            let authority = req.authority.unwrap_or("");
+            match snap.ingress.route(authority, req.target) {
+                Some(r) => r.cluster.clone(),
+                None if !snap.synced => {
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorKind::NoRoute,
+                        "the gateway has no routes yet: no configuration from the control \
+                         plane\n"
+                            .into(),
+                    ));
+                }
+                None => {
+                    return Err(Refusal::new(
+                        StatusCode::NOT_FOUND,
+                        ErrorKind::NoRoute,
+                        gateway::no_route(req.authority, req.target),
+                    ));
+                }
+            }
+        }
         ListenerKind::Plain => {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,

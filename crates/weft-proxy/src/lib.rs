@@ -1,11 +1,15 @@
-//! weft's sidecar proxy: the data plane.
+//! weft's sidecar proxy and ingress gateway: the data plane.
 //!
-//! Three modes, one data path:
+//! Four modes, one data path:
 //! - plain reverse proxy: `weft proxy --listen ADDR --upstream ADDR[,ADDR...]`;
 //! - static sidecar: `weft proxy --config FILE` (services, endpoints, policy and listeners from
 //!   a YAML file, see [`sidecar::file`]);
 //! - dynamic sidecar: `weft proxy --server URL --token T --instance NAME` (the api server's
-//!   Services and Endpoints, followed by watch, see [`control`]).
+//!   Services and Endpoints, followed by watch, see [`control`]);
+//! - ingress gateway: `weft proxy --gateway ADDR --server URL --token T` (or `--config FILE`):
+//!   outside traffic routed by Host and path to the Services with `spec.ingress`, through the
+//!   same clusters and policy as a sidecar's outbound requests (`sidecar::gateway`; metrics
+//!   labelled `direction="gateway"`). [`run_until`] embeds it (`weft up`).
 //!
 //! A sidecar has inbound listeners (the instance's public ports → the app, with its services'
 //! rate limits and concurrency cap), an outbound listener (the app's `HTTP_PROXY`: requests are
@@ -29,8 +33,9 @@
 //!   (`http::watchdog`: header, idle and response deadlines, drain). Plain HTTP/1.1 requests take
 //!   `http::fast`, which relays bytes itself; anything else goes to hyper and `http::forward`
 //!   (header rules in `http::headers`, `http::upgrade` for WebSocket, `http::body` for the
-//!   response and its bookkeeping). Both ask `dispatch` where a request goes, pick endpoints
-//!   from the cluster, take connections from `pool` and record [`metrics`].
+//!   response and its bookkeeping). Both ask `dispatch` where a request goes (by listener:
+//!   plain, inbound, outbound, upstream port or gateway), pick endpoints from the cluster, take
+//!   connections from `pool` and record [`metrics`].
 //! - [`fuzzing`] exposes the request parser and router to the fuzz target in `fuzz/`.
 
 mod admin;
@@ -53,15 +58,32 @@ mod runtime;
 pub mod sidecar;
 mod tcp;
 
-pub use config::{Config, ConfigError, ProxyArgs};
+pub use config::{Config, ConfigError, DEFAULT_GATEWAY, ProxyArgs};
+pub use listener::BindError;
 pub use proxy::{Listeners, Proxy};
 pub use runtime::{main, main_from_args};
 
 /// Runs the proxy on the current tokio runtime until SIGTERM/SIGINT, then drains.
 ///
-/// `weft proxy` uses [`main`], which owns its runtimes and exit codes; this is for embedding the
-/// proxy into a process that already runs tokio (e.g. `weft up`).
+/// `weft proxy` uses [`main`], which owns its runtimes and exit codes; this is for a process
+/// that already runs tokio and wants the proxy's signal handling. To stop it yourself, use
+/// [`run_until`].
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let config = Config::from_args(&args)?;
-    runtime::run_embedded(config).await
+    runtime::run_embedded(config, runtime::Stop::Signals).await
+}
+
+/// Runs the proxy (any mode; `weft up` runs the gateway) on the current tokio runtime until
+/// `shutdown` resolves, then drains: listeners close, idle connections close, requests in
+/// flight get `--drain-grace` to finish. Installs no signal handlers. Returns when the drain is
+/// over; the admin listener and the control-plane watches end with it.
+///
+/// Errors: a [`ConfigError`] for bad flags (exit 64 material), a [`BindError`] for an address
+/// that cannot be listened on (both findable with `downcast_ref`), each one line.
+pub async fn run_until(
+    args: ProxyArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Config::from_args(&args)?;
+    runtime::run_embedded(config, runtime::Stop::When(Box::pin(shutdown))).await
 }

@@ -3,6 +3,7 @@
 //! The accept loop hands each connection to a handler; the HTTP proxy is one handler, an opaque
 //! TCP forwarder (later, with configuration) is another.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -11,6 +12,39 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::drain::Drain;
+
+/// A listener that cannot be bound, said in one line with what to do about it, e.g. `cannot
+/// listen for the gateway on 127.0.0.1:8080: address already in use; pick another with
+/// --gateway`. Embedders (`weft up`) can find it in an `anyhow` chain with `downcast_ref`.
+#[derive(Debug)]
+pub struct BindError {
+    /// Which listener: `the gateway`, `the outbound listener`, `inbound port http`, ...
+    pub what: String,
+    /// The flag that sets its address (`--gateway`).
+    pub flag: &'static str,
+    pub addr: SocketAddr,
+    pub error: io::Error,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, addr, flag) = (&self.what, self.addr, self.flag);
+        // The OS's text ("Address already in use (os error 98)") is for programmers.
+        let reason = match self.error.kind() {
+            io::ErrorKind::AddrInUse => "address already in use; pick another with ",
+            io::ErrorKind::AddrNotAvailable => {
+                "no such address on this machine; pick another with "
+            }
+            io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need privileges); pick another with "
+            }
+            _ => return write!(f, "cannot listen for {what} on {addr}: {}", self.error),
+        };
+        write!(f, "cannot listen for {what} on {addr}: {reason}{flag}")
+    }
+}
+
+impl std::error::Error for BindError {}
 
 /// Binds a listening socket (SO_REUSEADDR, a deep backlog). Call inside a tokio runtime.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {

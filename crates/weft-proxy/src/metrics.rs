@@ -107,7 +107,8 @@ pub enum ErrorKind {
     ClientAbort,
     /// Request this mode does not proxy (e.g. CONNECT: 405).
     Unsupported,
-    /// Outbound request naming no known service or port (503).
+    /// Outbound request naming no known service or port (503); gateway request matching no
+    /// ingress route (404).
     NoRoute,
     /// The service has no ready endpoint (503).
     NoEndpoint,

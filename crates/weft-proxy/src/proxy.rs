@@ -17,6 +17,7 @@ use crate::config::{Config, Direction};
 use crate::dispatch::{ListenerCtx, ListenerKind};
 use crate::drain::Drain;
 use crate::http::server::{Worker, serve_connection};
+use crate::listener::BindError;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::routes::{self, BuildEnv, Desired, Snapshot};
@@ -63,8 +64,8 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// The bound address of each listener, labelled `listen`, `outbound`, `inbound:NAME` or
-    /// `upstream:SERVICE` (useful when the configuration asked for port 0).
+    /// The bound address of each listener, labelled `listen`, `outbound`, `inbound:NAME`,
+    /// `upstream:SERVICE`, `gateway` or `admin` (useful when the configuration asked for port 0).
     pub fn addrs(&self, proxy: &Proxy) -> Vec<(String, SocketAddr)> {
         let side = proxy.config.sidecar.as_ref();
         let mut out: Vec<(String, SocketAddr)> = self
@@ -74,6 +75,7 @@ impl Listeners {
                 let label = match kind {
                     ListenerKind::Plain => "listen".to_string(),
                     ListenerKind::Outbound => "outbound".to_string(),
+                    ListenerKind::Gateway => "gateway".to_string(),
                     ListenerKind::Inbound(i) => format!("inbound:{}", side?.inbound.get(*i)?.port),
                     ListenerKind::Upstream(i) => {
                         let u = side?.upstream_ports.get(*i)?;
@@ -224,41 +226,47 @@ impl Proxy {
     }
 
     /// Binds every listener the configuration names (plain: `listen`; sidecar: inbound,
-    /// outbound and upstream ports) and the admin listener. Call inside a tokio runtime. The
-    /// error names the listener.
-    pub fn bind(&self) -> anyhow::Result<Listeners> {
+    /// outbound and upstream ports; gateway: `gateway`) and the admin listener. Call inside a
+    /// tokio runtime. The error is a [`BindError`] naming the listener and its flag.
+    pub fn bind(&self) -> Result<Listeners, BindError> {
         let mut list = Vec::new();
-        let bind = |addr: SocketAddr, what: &str| {
-            crate::listener::bind(addr).map_err(|e| {
-                let hint = if e.kind() == io::ErrorKind::AddrInUse {
-                    "; stop what listens there or choose another address"
-                } else {
-                    ""
-                };
-                anyhow::anyhow!("cannot listen on {addr} ({what}): {e}{hint}")
-            })
+        let bind = |addr: SocketAddr, what: String, flag: &'static str| {
+            crate::listener::bind(addr).map_err(|error| BindError { what, flag, addr, error })
         };
         match &self.config.sidecar {
-            None => list.push((ListenerKind::Plain, bind(self.config.listen, "--listen")?)),
+            None => list.push((
+                ListenerKind::Plain,
+                bind(self.config.listen, "the proxy".into(), "--listen")?,
+            )),
             Some(side) => {
+                if let Some(a) = side.gateway {
+                    list.push((ListenerKind::Gateway, bind(a, "the gateway".into(), "--gateway")?));
+                }
                 for (i, s) in side.inbound.iter().enumerate() {
                     list.push((
                         ListenerKind::Inbound(i),
-                        bind(s.listen, &format!("--inbound {}", s.port))?,
+                        bind(s.listen, format!("inbound port {}", s.port), "--inbound")?,
                     ));
                 }
                 if let Some(a) = side.outbound {
-                    list.push((ListenerKind::Outbound, bind(a, "--outbound")?));
+                    list.push((
+                        ListenerKind::Outbound,
+                        bind(a, "the outbound listener".into(), "--outbound")?,
+                    ));
                 }
                 for (i, u) in side.upstream_ports.iter().enumerate() {
                     list.push((
                         ListenerKind::Upstream(i),
-                        bind(u.listen, &format!("--upstream-port {}", u.service))?,
+                        bind(u.listen, format!("upstream port {}", u.service), "--upstream-port")?,
                     ));
                 }
             }
         }
-        let admin = self.config.admin.map(|a| bind(a, "--admin")).transpose()?;
+        let admin = self
+            .config
+            .admin
+            .map(|a| bind(a, "the admin listener".into(), "--admin"))
+            .transpose()?;
         Ok(Listeners { list, admin })
     }
 
@@ -363,7 +371,10 @@ impl Proxy {
                     .map_or_else(|| "inbound".into(), |r| r.cluster.service.clone());
                 (Direction::Inbound, label)
             }
-            // Requests that name no known service are counted under `unknown`.
+            // Requests that name (or match) no known service are counted under `unknown`.
+            (Mode::Sidecar(_), ListenerKind::Gateway) => {
+                (Direction::Gateway, "unknown".to_string())
+            }
             (Mode::Sidecar(_), _) => (Direction::Outbound, "unknown".to_string()),
         };
         ListenerCtx::new(&self.metrics, kind, direction, &service)

@@ -7,6 +7,9 @@
 //! in-flight, ejection; through `LoadBalancer::update`), endpoint metric handles, and the policy
 //! state of every Service whose traffic section did not change (breaker counts, retry budget,
 //! rate-limit buckets).
+//!
+//! A gateway's snapshot has clusters only for Services with `spec.ingress` (direction
+//! `gateway`) and the ingress table over them; no inbound routes or upstream ports.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +26,7 @@ use crate::config::Direction;
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy};
 use crate::sidecar::SidecarConfig;
+use crate::sidecar::gateway::{IngressRoute, IngressTable};
 use crate::sidecar::inbound::Admission;
 
 /// One port of a service and the cluster behind it.
@@ -79,6 +83,9 @@ pub(crate) struct Snapshot {
     pub(crate) inbound: Vec<InboundRoute>,
     /// By upstream-port listener; `None` while its service is unknown.
     pub(crate) upstream_ports: Vec<Option<Arc<Cluster>>>,
+    /// Gateway: the Services' ingress routes (empty for a sidecar).
+    pub(crate) ingress: IngressTable,
+    gateway: bool,
     policies: HashMap<Key, Arc<Policy>>,
     admissions: HashMap<Key, Arc<Admission>>,
     /// Outbound clusters by (namespace, name, port).
@@ -156,6 +163,14 @@ impl Snapshot {
             .iter()
             .map(|c| c.as_ref().map_or(Value::Null, |c| json!(c.service)))
             .collect();
+        if self.gateway {
+            return json!({
+                "revision": self.revision,
+                "synced": self.synced,
+                "ingress": self.ingress.describe(),
+                "services": services,
+            });
+        }
         json!({
             "revision": self.revision,
             "synced": self.synced,
@@ -218,6 +233,9 @@ pub(crate) fn build(
 ) -> Snapshot {
     let metrics = env.metrics;
     let own = d.namespace.as_str();
+    let gateway = env.sidecar.is_gateway();
+    let direction = if gateway { Direction::Gateway } else { Direction::Outbound };
+    let mut ingress = Vec::new();
     let endpoints: HashMap<(&str, &str), &Endpoints> = d
         .endpoints
         .iter()
@@ -231,11 +249,17 @@ pub(crate) fn build(
         known: BTreeMap::new(),
         inbound: Vec::new(),
         upstream_ports: Vec::new(),
+        ingress: IngressTable::default(),
+        gateway,
         policies: HashMap::new(),
         admissions: HashMap::new(),
         clusters: HashMap::new(),
     };
     for svc in &d.services {
+        // A gateway in a large cluster should not hold a balancer per service it never routes to.
+        if gateway && svc.spec.ingress.is_none() {
+            continue;
+        }
         let ns = svc.metadata.namespace_or_default();
         let name = svc.metadata.name.as_str();
         let key = (ns.to_string(), name.to_string());
@@ -243,7 +267,7 @@ pub(crate) fn build(
         let traffic = &svc.spec.traffic;
         let policy = match prev.and_then(|p| p.policies.get(&key)) {
             Some(p) if p.traffic.as_ref() == Some(traffic) => p.clone(),
-            _ => Arc::new(Policy::outbound(metrics, &label, traffic, now)),
+            _ => Arc::new(Policy::outbound(metrics, direction, &label, traffic, now)),
         };
         let algorithm = policy::algorithm(traffic.load_balancer);
         let eps = endpoints.get(&(ns, name)).copied();
@@ -272,7 +296,7 @@ pub(crate) fn build(
                         .filter(|e| e.id.0.metrics_service_is(&label))
                         .map(|e| e.id.clone())
                         .unwrap_or_else(|| {
-                            Ep::new(metrics, Direction::Outbound, &label, *addr, addr.to_string())
+                            Ep::new(metrics, direction, &label, *addr, addr.to_string())
                         })
                 })
                 .collect();
@@ -280,16 +304,29 @@ pub(crate) fn build(
                 Some(c) if c.lb.algorithm() == algorithm => c.lb.update(ids, now),
                 _ => LoadBalancer::new(algorithm, ids, now),
             };
-            let cluster = Arc::new(Cluster::new(
-                metrics,
-                Direction::Outbound,
-                &label,
-                p.protocol,
-                lb,
-                policy.clone(),
-            ));
+            let cluster =
+                Arc::new(Cluster::new(metrics, direction, &label, p.protocol, lb, policy.clone()));
             snap.clusters.insert(ckey, cluster.clone());
             ports.push(PortRoute { port: p.port, name: p.name.clone(), cluster });
+        }
+        if let Some(ing) = svc.spec.ingress.as_ref().filter(|_| gateway) {
+            // Validation guarantees the port exists; a Service without it is skipped, not
+            // routed to the wrong port.
+            let port = match &ing.port {
+                None => ports.first(),
+                Some(PortRef::Number(n)) => ports.iter().find(|p| p.port == *n),
+                Some(PortRef::Name(n)) => ports.iter().find(|p| p.name.as_ref() == Some(n)),
+            };
+            if let Some(p) = port {
+                ingress.push(IngressRoute::new(
+                    ing.host.as_deref(),
+                    &ing.path_prefix,
+                    name,
+                    ns,
+                    p.port,
+                    p.cluster.clone(),
+                ));
+            }
         }
         let routes =
             Arc::new(ServiceRoutes { name: name.to_string(), namespace: ns.to_string(), ports });
@@ -303,6 +340,7 @@ pub(crate) fn build(
     for names in snap.known.values_mut() {
         names.sort();
     }
+    snap.ingress = IngressTable::new(ingress);
 
     // Inbound: the app behind each listener, and the admission policy of the own services
     // that select this instance and target the listener's port.
@@ -427,6 +465,7 @@ mod tests {
             }],
             outbound: None,
             upstream_ports: Vec::new(),
+            gateway: None,
         }
     }
 

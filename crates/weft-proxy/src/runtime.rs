@@ -1,6 +1,8 @@
 //! `weft proxy` as a process: runtimes (one single-threaded runtime per worker thread by
 //! default), listeners, signals, drain and exit codes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -95,7 +97,7 @@ fn run_process(mut config: Config) -> anyhow::Result<()> {
             workers.push(handle);
         }
     }
-    rt.block_on(serve_main(proxy, listeners))?;
+    rt.block_on(serve_main(proxy, listeners, Stop::Signals))?;
     for w in workers {
         let _ = w.join();
     }
@@ -122,12 +124,24 @@ fn describe(proxy: &Proxy, listeners: &Listeners) -> String {
                 upstreams.join(",")
             )
         }
+        Some(side) if side.is_gateway() => {
+            let listen = addrs.iter().find(|(l, _)| l == "gateway").map(|(_, a)| a.to_string());
+            let source = match &side.source {
+                Source::Static { file, .. } => format!("routes from {file}"),
+                Source::Dynamic { server, .. } => format!("following {server}"),
+            };
+            format!(
+                "ingress gateway on {}, {source} ({threads}{admin})",
+                listen.unwrap_or_default()
+            )
+        }
         Some(side) => {
             let source = match &side.source {
                 Source::Static { file, .. } => format!("static sidecar from {file}"),
-                Source::Dynamic { server, instance, namespace, .. } => {
-                    format!("sidecar of instance {namespace}/{instance} following {server}")
-                }
+                Source::Dynamic { server, instance, namespace, .. } => format!(
+                    "sidecar of instance {namespace}/{} following {server}",
+                    instance.as_deref().unwrap_or("?")
+                ),
             };
             let mut parts = Vec::new();
             for (label, a) in &addrs {
@@ -148,43 +162,77 @@ fn describe(proxy: &Proxy, listeners: &Listeners) -> String {
     }
 }
 
-/// Serves on the current runtime with signal handling: the first SIGTERM/SIGINT drains, a
-/// second one ends the grace period.
-async fn serve_main(proxy: Arc<Proxy>, mut listeners: Listeners) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    eprintln!("weft proxy: {}", describe(&proxy, &listeners));
-    if let Some(admin) = listeners.admin.take() {
-        let proxy = proxy.clone();
-        tokio::spawn(async move { proxy.serve_admin(admin).await });
-    }
-    let control = tokio::spawn(crate::control::run(proxy.clone()));
-    let signals = {
-        let proxy = proxy.clone();
-        async move {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            eprintln!(
-                "weft proxy: draining ({} connection(s) open, grace {:?}; signal again to stop now)",
-                proxy.open_connections(),
-                proxy.config().drain_grace
-            );
-            proxy.shutdown();
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            proxy.force_shutdown();
+/// What starts the drain.
+pub(crate) enum Stop {
+    /// SIGTERM/SIGINT; a second one ends the grace period (`weft proxy`, [`crate::run`]).
+    Signals,
+    /// The embedder's future ([`crate::run_until`]); the grace period ends on its own.
+    When(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+/// Serves on the current runtime until `stop`, then drains; the admin listener and the
+/// control-plane task end with it.
+async fn serve_main(proxy: Arc<Proxy>, mut listeners: Listeners, stop: Stop) -> anyhow::Result<()> {
+    let trigger: Pin<Box<dyn Future<Output = ()> + Send>> = match stop {
+        Stop::Signals => {
+            let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+            let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+            let proxy = proxy.clone();
+            Box::pin(async move {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                announce_drain(&proxy, "; signal again to stop now");
+                proxy.shutdown();
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                proxy.force_shutdown();
+            })
+        }
+        Stop::When(when) => {
+            let proxy = proxy.clone();
+            Box::pin(async move {
+                when.await;
+                announce_drain(&proxy, "");
+                proxy.shutdown();
+            })
         }
     };
-    let signals = tokio::spawn(signals);
+    eprintln!("weft proxy: {}", describe(&proxy, &listeners));
+    // Spawned tasks outlive this function unless aborted: an embedder that stops the proxy (or
+    // drops this future) must get its admin port and its api watches back.
+    let mut tasks = AbortOnDrop(Vec::new());
+    if let Some(admin) = listeners.admin.take() {
+        let proxy = proxy.clone();
+        tasks.0.push(tokio::spawn(async move { proxy.serve_admin(admin).await }));
+    }
+    tasks.0.push(tokio::spawn(crate::control::run(proxy.clone())));
+    tasks.0.push(tokio::spawn(trigger));
     proxy.serve_bound(listeners).await;
-    signals.abort();
-    control.abort();
+    drop(tasks);
     eprintln!("weft proxy: stopped");
     Ok(())
 }
 
-/// [`crate::run`]: the proxy on the caller's runtime.
-pub(crate) async fn run_embedded(mut config: Config) -> anyhow::Result<()> {
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn announce_drain(proxy: &Proxy, more: &str) {
+    eprintln!(
+        "weft proxy: draining ({} connection(s) open, grace {:?}{more})",
+        proxy.open_connections(),
+        proxy.config().drain_grace
+    );
+}
+
+/// [`crate::run`] and [`crate::run_until`]: the proxy on the caller's runtime.
+pub(crate) async fn run_embedded(mut config: Config, stop: Stop) -> anyhow::Result<()> {
     crate::control::read_instance(&mut config).await?;
     let proxy = Proxy::new(config);
     let listeners = proxy.bind()?;
-    serve_main(proxy, listeners).await
+    serve_main(proxy, listeners, stop).await
 }

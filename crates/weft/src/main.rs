@@ -19,7 +19,7 @@ const ABOUT: &str = "weft: a cloud-native runtime in one binary";
 const LONG_ABOUT: &str = "weft: a cloud-native runtime in one binary.\n\n\
 Declare deployments, services and autoscalers in Kubernetes-shaped YAML; weft runs them as\n\
 processes with sidecars that balance, retry, limit and report.";
-const EXAMPLES: &str = "Getting started:\n  weft server                      run the api server (state in ~/.weft)\n  weft apply -f app.yaml           create or update objects\n  weft get deploy -w               list deployments and follow changes\n  weft describe svc catalog        everything about one object\n  weft token create --role viewer  a token for someone else\n\nServer and token come from --server/WEFT_SERVER and --token/WEFT_TOKEN, or from what a\nlocal server wrote in its data dir (--data-dir/WEFT_DATA_DIR, default ~/.weft).\n\nExit codes: 0 ok, 1 failure, 64 bad usage or configuration, 69 server unreachable.";
+const EXAMPLES: &str = "Getting started:\n  weft up -f examples/shop/        the whole platform and the demo shop on this machine\n  weft server                      run the api server alone (state in ~/.weft)\n  weft apply -f app.yaml           create or update objects\n  weft get deploy -w               list deployments and follow changes\n  weft describe svc catalog        everything about one object\n  weft token create --role viewer  a token for someone else\n\nServer and token come from --server/WEFT_SERVER and --token/WEFT_TOKEN, or from what a\nlocal server wrote in its data dir (--data-dir/WEFT_DATA_DIR, default ~/.weft).\n\nExit codes: 0 ok, 1 failure, 64 bad usage or configuration, 69 server unreachable.";
 
 #[derive(Parser)]
 #[command(name = "weft", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -32,8 +32,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole platform on this machine (api, controllers, agent, gateway) and apply -f
+    Up(cmd::up::UpArgs),
     /// Run the api server on an embedded store
     Server(cmd::server::ServerArgs),
+    /// Run the node agent: register this machine and run the instances placed on it
+    Agent(Box<weft_agent::AgentArgs>),
     /// Create or update objects from manifests (all or nothing)
     Apply(cmd::apply::ApplyArgs),
     /// List objects, or show one (-o yaml|json|wide|name, -w to follow)
@@ -89,7 +93,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let conn = &cli.conn;
         match cli.command {
+            Command::Up(args) => cmd::up::run(conn, args).await,
             Command::Server(args) => cmd::server::run(conn, args).await,
+            Command::Agent(args) => cmd::agent::run(conn, *args).await,
             Command::Apply(args) => cmd::apply::run(conn, args).await,
             Command::Get(args) => cmd::get::run(conn, args).await,
             Command::Describe(args) => cmd::describe::run(conn, args).await,
@@ -116,7 +122,7 @@ fn main() -> ExitCode {
 /// Long-running roles log to stderr; one-shot commands stay quiet unless WEFT_LOG says otherwise.
 fn init_logging(command: &Command) {
     let default = match command {
-        Command::Server(_) | Command::Proxy(_) => "info",
+        Command::Server(_) | Command::Agent(_) | Command::Proxy(_) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")

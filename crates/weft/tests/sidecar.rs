@@ -1,9 +1,11 @@
 //! The sidecar proxy end to end: `weft proxy` as a child process following a real
-//! `weft server` (dynamic mode), and bad configuration files and flags.
+//! `weft server` (dynamic mode), the ingress gateway following the same server, and bad
+//! configuration files and flags.
 //!
 //! Dynamic mode: endpoints change → traffic follows without dropping connections or requests in
 //! flight; the server killed → the proxy keeps serving the last configuration; the server back →
-//! the proxy catches up.
+//! the proxy catches up. Gateway: Services' `spec.ingress` → outside requests reach the
+//! endpoints; an ingress changed → routing follows, requests in flight complete.
 
 mod common;
 
@@ -286,6 +288,109 @@ fn dynamic_sidecar_follows_a_real_server_and_survives_its_absence() {
     assert_eq!(body, "no service \"catalogue\" in namespace \"default\" (known: catalog)\n");
 }
 
+/// A Service in `ns` with an ingress (JSON), one port `http`.
+fn ingress_service(name: &str, ns: &str, ingress: Value) -> Value {
+    json!({
+        "apiVersion": "weft/v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+        "spec": {"selector": {"deployment": name}, "ports": [{"name": "http", "port": 80}],
+                 "ingress": ingress}
+    })
+}
+
+fn endpoints_in(name: &str, ns: &str, addr: SocketAddr) -> Value {
+    json!({
+        "apiVersion": "weft/v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns},
+        "spec": {"addresses": [{"instance": format!("{name}-1"), "ip": "127.0.0.1", "ports": {"http": addr.port()}}]}
+    })
+}
+
+#[test]
+fn gateway_routes_outside_traffic_by_ingress_and_follows_changes() {
+    let s = Server::start();
+    let token = s.create_token("proxy", None);
+    let (a, b) = (upstream("A"), upstream("B"));
+    let shop = "/api/v1/namespaces/web/services/shop";
+    let ingress = json!({"host": "shop.example", "pathPrefix": "/"});
+    assert_eq!(s.put_json(shop, &ingress_service("shop", "web", ingress)).status, 201);
+    let eps = endpoints_in("shop", "web", a.addr);
+    assert_eq!(s.put_json("/api/v1/namespaces/web/endpoints/shop", &eps).status, 201);
+    let docs = ingress_service("docs", "default", json!({"pathPrefix": "/docs/"}));
+    assert_eq!(s.put_json(&svc_path("docs"), &docs).status, 201);
+    let eps = endpoints_in("docs", "default", b.addr);
+    assert_eq!(s.put_json("/api/v1/namespaces/default/endpoints/docs", &eps).status, 201);
+    // Not exposed: no ingress.
+    assert_eq!(s.put_json(&svc_path("catalog"), &catalog_service()).status, 201);
+    assert_eq!(s.put_json(ENDPOINTS, &catalog_endpoints(a.addr)).status, 201);
+
+    let gateway = format!("127.0.0.1:{}", closed_port());
+    let admin = format!("127.0.0.1:{}", closed_port());
+    let p = ProxyProcess::start(&[
+        "--gateway",
+        &gateway,
+        "--server",
+        &s.url,
+        "--token",
+        &token,
+        "--admin",
+        &admin,
+    ]);
+    wait_for("the gateway to be ready", Duration::from_secs(30), || {
+        let r = request(&admin, "GET", "/ready", None, &[], None).ok()?;
+        (r.status == 200).then_some(())
+    });
+    let gateway: SocketAddr = gateway.parse().unwrap();
+    let mut kept = Client::connect(gateway);
+    assert_eq!(kept.get("shop.example", "/").unwrap(), (200, "A".to_string()), "{}", p.log());
+    assert_eq!(kept.get("Shop.Example:8080", "/cart").unwrap(), (200, "A".to_string()));
+    // The host's route wins over the host-less /docs; other hosts get /docs.
+    assert_eq!(kept.get("shop.example", "/docs/x").unwrap(), (200, "A".to_string()));
+    assert_eq!(kept.get("other.example", "/docs/x").unwrap(), (200, "B".to_string()));
+    assert_eq!(
+        kept.get("other.example", "/catalog").unwrap(),
+        (404, "no ingress route for host \"other.example\" and path \"/catalog\"\n".to_string())
+    );
+    assert_eq!(kept.get("catalog", "/").unwrap().0, 404, "a service without ingress stays inside");
+
+    // A request in flight at A while the ingress moves to another host and prefix.
+    let in_flight =
+        std::thread::spawn(move || Client::connect(gateway).get("shop.example", "/hold"));
+    wait_for("the held request at A", Duration::from_secs(10), || {
+        (*a.held.lock().unwrap() == 1).then_some(())
+    });
+    let moved = json!({"host": "store.example", "pathPrefix": "/store"});
+    assert_eq!(s.put_json(shop, &ingress_service("shop", "web", moved)).status, 200);
+    wait_for("the new route", Duration::from_secs(20), || {
+        match Client::connect(gateway).get("store.example", "/store/1") {
+            Ok((200, body)) if body == "A" => Some(()),
+            _ => None,
+        }
+    });
+    // The open connection follows: the old host now falls through to the host-less route.
+    assert_eq!(kept.get("shop.example", "/docs/x").unwrap(), (200, "B".to_string()));
+    assert_eq!(kept.get("shop.example", "/").unwrap().0, 404);
+    assert_eq!(kept.get("store.example", "/storefront").unwrap().0, 404);
+    assert_eq!(kept.get("store.example", "/store").unwrap(), (200, "A".to_string()));
+    a.gate.open();
+    assert_eq!(in_flight.join().unwrap().unwrap(), (200, "A".to_string()));
+
+    // What the gateway serves and counts, on its admin listener.
+    let config = request(&admin, "GET", "/config", None, &[], None).unwrap().json();
+    let routes = &config["routes"]["ingress"];
+    assert_eq!(routes[0]["host"], "store.example", "{config}");
+    assert_eq!(routes[0]["service"], "shop", "{config}");
+    assert_eq!(routes[1]["pathPrefix"], "/docs/", "{config}");
+    assert!(
+        metric(&admin, "weft_requests_total", "direction=\"gateway\",service=\"shop.web\"")
+            .unwrap()
+            >= 4.0
+    );
+    assert!(metric(&admin, "weft_requests_total", "service=\"docs\"").unwrap() >= 2.0);
+    assert_eq!(
+        metric(&admin, "weft_config_updates_total", "result=\"rejected\"").unwrap_or(0.0),
+        0.0
+    );
+}
+
 #[test]
 fn bad_configuration_files_and_flags_exit_64_with_one_line() {
     for (file, expect) in [
@@ -319,6 +424,39 @@ fn bad_configuration_files_and_flags_exit_64_with_one_line() {
             "--outbound",
         ),
         (&["proxy", "--server", "nope", "--token", "t", "--instance", "x"][..], "--server"),
+        (&["proxy", "--gateway", "127.0.0.1:1"][..], "--gateway"),
+        (&["proxy", "--gateway", "nowhere", "--config", "x.yaml"][..], "--gateway"),
+        (&["proxy", "--gateway", "127.0.0.1:1", "--server", "http://127.0.0.1:1"][..], "--token"),
+        (
+            &[
+                "proxy",
+                "--gateway",
+                "127.0.0.1:1",
+                "--server",
+                "http://127.0.0.1:1",
+                "--token",
+                "t",
+                "--instance",
+                "x",
+            ][..],
+            "--instance",
+        ),
+        (
+            &["proxy", "--gateway", "127.0.0.1:1", "--outbound", "127.0.0.1:2", "--config", "x"][..],
+            "--outbound",
+        ),
+        (
+            &[
+                "proxy",
+                "--gateway",
+                "127.0.0.1:1",
+                "--listen",
+                "127.0.0.1:2",
+                "--upstream",
+                "127.0.0.1:3",
+            ][..],
+            "--gateway",
+        ),
     ] {
         let out = weft(args, None);
         assert_eq!(out.code, 64, "{args:?}: {out:?}");
@@ -338,4 +476,22 @@ fn bad_configuration_files_and_flags_exit_64_with_one_line() {
     });
     let config = request(&admin, "GET", "/config", None, &[], None).unwrap().json();
     assert_eq!(config["routes"]["services"][0]["name"], "catalog", "{}", p.log());
+
+    // A gateway on a taken port: exit 1, one line that says which listener and what to do.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let path = fixture("sidecar/gateway.yaml");
+    let out =
+        weft(&["proxy", "--gateway", &addr.to_string(), "--config", path.to_str().unwrap()], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(
+        out.stderr.trim(),
+        format!(
+            "error: cannot listen for the gateway on {addr}: address already in use; pick another with --gateway"
+        )
+    );
+    // The help shows the mode.
+    let help = weft(&["proxy", "--help"], None);
+    assert_eq!(help.code, 0, "{help:?}");
+    assert!(help.stdout.contains("weft proxy --gateway ADDR --server URL"), "{}", help.stdout);
 }

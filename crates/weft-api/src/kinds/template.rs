@@ -471,6 +471,8 @@ pub struct Upstream {
     /// The service port (name or number); defaults to its first port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortRef>,
-    /// Where the app connects: `127.0.0.1:<localPort>`.
+    /// Where the app connects: `<WEFT_IP>:<localPort>` under an agent (each instance has its
+    /// own loopback address, also given as `WEFT_UPSTREAM_<SERVICE>`), `127.0.0.1:<localPort>`
+    /// for a sidecar started by hand.
     pub local_port: u16,
 }

@@ -121,10 +121,12 @@ impl Policy {
         }
     }
 
-    /// A Service's outbound policy. The Service passed `weft_api` validation, so the values are
-    /// in range; anything the traffic crate still refuses falls back to its default.
+    /// A Service's policy for its callers (a sidecar's outbound listener, or the gateway:
+    /// `direction` labels the metrics). The Service passed `weft_api` validation, so the values
+    /// are in range; anything the traffic crate still refuses falls back to its default.
     pub(crate) fn outbound(
         metrics: &Arc<Metrics>,
+        direction: Direction,
         service: &str,
         traffic: &TrafficPolicy,
         now: Instant,
@@ -181,7 +183,7 @@ impl Policy {
             },
             metrics: OnceLock::new(),
             registry: metrics.clone(),
-            direction: Direction::Outbound,
+            direction,
             service: service.to_string(),
         }
     }
@@ -310,7 +312,7 @@ mod tests {
                routes: [ { pathPrefix: /slow, timeout: 10s }, { pathPrefix: /slow/x, methods: [POST], timeout: 1s } ] }",
         );
         let now = Instant::now();
-        let p = Policy::outbound(&m, "catalog", &t, now);
+        let p = Policy::outbound(&m, Direction::Outbound, "catalog", &t, now);
         assert_eq!(p.timeout, Duration::from_secs(2));
         assert_eq!(p.per_try, Some(Duration::from_millis(500)));
         assert_eq!(p.timeout_for("GET", "/slow/x?q"), Duration::from_secs(10));
@@ -345,7 +347,7 @@ mod tests {
             "{ retries: { attempts: 1, on: [503], budgetPercent: 0, minRetriesPerSecond: 1 } }",
         );
         let now = Instant::now();
-        let p = Policy::outbound(&m, "x", &t, now);
+        let p = Policy::outbound(&m, Direction::Outbound, "x", &t, now);
         let granted = (0..50)
             .filter(|_| {
                 p.request_started(now);

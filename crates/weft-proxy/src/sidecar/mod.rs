@@ -1,4 +1,4 @@
-//! Sidecar mode: what the proxy listens on and where its services come from.
+//! Sidecar and gateway modes: what the proxy listens on and where its services come from.
 //!
 //! A sidecar has inbound listeners (the instance's public ports, forwarding to the app), an
 //! outbound listener (the app's `HTTP_PROXY`), fixed local ports per upstream service, and an
@@ -6,8 +6,12 @@
 //! server (`crate::control`); either way they become one immutable [`crate::routes::Snapshot`].
 //! Requests are routed by `inbound` (policy of the instance's own services: rate limits,
 //! concurrency) and `outbound` (which service a request names).
+//!
+//! The ingress gateway is the same machinery with one listener of another kind (`gateway`):
+//! no instance, no inbound or outbound listeners; its routes are the Services' `spec.ingress`.
 
 pub mod file;
+pub(crate) mod gateway;
 pub(crate) mod inbound;
 pub(crate) mod outbound;
 
@@ -33,6 +37,17 @@ pub struct SidecarConfig {
     /// Fixed local ports, one per upstream service (flags and file; in dynamic mode the
     /// Instance's `spec.template.upstreams` are added at start).
     pub upstream_ports: Vec<UpstreamPortSpec>,
+    /// Gateway mode: the ingress gateway's listener (then there are no inbound, outbound or
+    /// upstream-port listeners).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<SocketAddr>,
+}
+
+impl SidecarConfig {
+    /// Whether this is an ingress gateway rather than an instance's sidecar.
+    pub fn is_gateway(&self) -> bool {
+        self.gateway.is_some()
+    }
 }
 
 /// Where the sidecar's services come from.
@@ -53,7 +68,9 @@ pub enum Source {
     /// The api server, followed by watch.
     Dynamic {
         server: String,
-        instance: String,
+        /// The Instance a sidecar stands beside; `None` for a gateway, which serves no instance.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
         namespace: String,
         #[serde(skip)]
         token: String,
@@ -219,10 +236,38 @@ pub(crate) fn parse_upstream_port(text: &str) -> Result<UpstreamPortSpec, Config
 }
 
 impl SidecarConfig {
-    /// The sidecar part of the flags (and the file named by `--config`), and the admin address.
+    /// The sidecar (or gateway) part of the flags (and the file named by `--config`), and the
+    /// admin address.
     pub(crate) fn from_args(
         args: &ProxyArgs,
     ) -> Result<(SidecarConfig, Option<SocketAddr>), ConfigError> {
+        let gateway = args.gateway.as_deref().map(|a| parse_addr("gateway", a)).transpose()?;
+        if gateway.is_some() {
+            for (flag, given) in [
+                ("inbound", !args.inbound.is_empty()),
+                ("outbound", args.outbound.is_some()),
+                ("upstream-port", !args.upstream_port.is_empty()),
+            ] {
+                if given {
+                    return Err(bad(
+                        flag,
+                        "is a sidecar flag and does not go with --gateway (a gateway has only \
+                         --gateway and --admin listeners)",
+                    ));
+                }
+            }
+            for (flag, given) in
+                [("instance", args.instance.is_some()), ("namespace", args.namespace.is_some())]
+            {
+                if given {
+                    return Err(bad(
+                        flag,
+                        "is for a sidecar: a gateway (--gateway) serves every Service with \
+                         spec.ingress, in every namespace",
+                    ));
+                }
+            }
+        }
         let mut admin = args.admin.as_deref().map(|a| parse_addr("admin", a)).transpose()?;
         let mut outbound =
             args.outbound.as_deref().map(|a| parse_addr("outbound", a)).transpose()?;
@@ -232,7 +277,8 @@ impl SidecarConfig {
             (Some(_), Some(_)) => {
                 return Err(bad(
                     "server",
-                    "does not go with --config: a sidecar reads either a file or the api server",
+                    "does not go with --config: a sidecar or gateway reads either a file or the \
+                     api server",
                 ));
             }
             (Some(path), None) => {
@@ -247,6 +293,24 @@ impl SidecarConfig {
                     }
                 }
                 let f = file::load(path)?;
+                if gateway.is_some() {
+                    for (field, given) in [
+                        ("inbound", !f.inbound.is_empty()),
+                        ("outbound", f.outbound.is_some()),
+                        ("upstreams", !f.upstream_ports.is_empty()),
+                    ] {
+                        if given {
+                            return Err(bad(
+                                "config",
+                                format!(
+                                    "{path}: {field}: is a sidecar listener; a gateway \
+                                     (--gateway) takes only objects, namespace and admin from \
+                                     the file"
+                                ),
+                            ));
+                        }
+                    }
+                }
                 admin = admin.or(f.admin);
                 outbound = outbound.or(f.outbound);
                 inbound = f.inbound;
@@ -262,12 +326,22 @@ impl SidecarConfig {
                 let token = args.token.clone().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
                     bad("token", "is required with --server (or set WEFT_TOKEN); create one with `weft token create --role proxy`")
                 })?;
-                let instance = args.instance.clone().ok_or_else(|| {
-                    bad("instance", "is required with --server: the Instance this sidecar serves")
-                })?;
-                if let Err(e) = weft_api::validate::dns_subdomain(&instance) {
-                    return Err(bad("instance", format!("'{instance}' {e}")));
-                }
+                let instance = match gateway {
+                    Some(_) => None,
+                    None => {
+                        let instance = args.instance.clone().ok_or_else(|| {
+                            bad(
+                                "instance",
+                                "is required with --server: the Instance this sidecar serves \
+                                 (or give --gateway ADDR to run the ingress gateway)",
+                            )
+                        })?;
+                        if let Err(e) = weft_api::validate::dns_subdomain(&instance) {
+                            return Err(bad("instance", format!("'{instance}' {e}")));
+                        }
+                        Some(instance)
+                    }
+                };
                 let namespace = args.namespace.clone().unwrap_or_else(|| "default".into());
                 if let Err(e) = weft_api::validate::dns_label(&namespace) {
                     return Err(bad("namespace", format!("'{namespace}' {e}")));
@@ -284,11 +358,19 @@ impl SidecarConfig {
                     template_ports: Vec::new(),
                 }
             }
+            (None, None) if gateway.is_some() => {
+                return Err(bad(
+                    "gateway",
+                    "needs its routes from somewhere: --server URL (the api server, with a proxy \
+                     token) or --config FILE",
+                ));
+            }
             (None, None) => {
                 return Err(bad(
                     "upstream",
                     "a mode is required: --upstream ADDR (plain reverse proxy), --config FILE \
-                     (static sidecar) or --server URL (dynamic sidecar); see --help",
+                     (static sidecar), --server URL (dynamic sidecar) or --gateway ADDR \
+                     (ingress gateway); see --help",
                 ));
             }
         };
@@ -298,7 +380,7 @@ impl SidecarConfig {
         for text in &args.upstream_port {
             upstream_ports.push(parse_upstream_port(text)?);
         }
-        let sidecar = SidecarConfig { source, inbound, outbound, upstream_ports };
+        let sidecar = SidecarConfig { source, inbound, outbound, upstream_ports, gateway };
         sidecar.check_clashes(admin)?;
         Ok((sidecar, admin))
     }
@@ -319,6 +401,9 @@ impl SidecarConfig {
         };
         if let Some(a) = admin {
             add(a, "admin")?;
+        }
+        if let Some(a) = self.gateway {
+            add(a, "gateway")?;
         }
         if let Some(a) = self.outbound {
             add(a, "outbound")?;

@@ -259,3 +259,78 @@ async fn invalid_updates_are_rejected_and_counted_and_the_last_good_config_stays
         "{text}"
     );
 }
+
+/// Asks `conn` (kept open across configuration changes) until `want` (status, body) answers.
+async fn until_answer(conn: &mut Conn, host: &str, path: &str, want: (u16, &str)) {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let r =
+            conn.request(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")).await.unwrap();
+        if (r.status, r.body_str()) == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < end, "{host}{path} never answered {want:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_follows_ingress_changes_and_keeps_the_last_good_one() {
+    let a = RawUpstream::hello("A").await;
+    // A gateway reads no Instance.
+    let api = FakeApi::start(json!({})).await;
+    let args = ProxyArgs {
+        server: Some(api.url.clone()),
+        token: Some("weft_test".into()),
+        gateway: Some("127.0.0.1:0".into()),
+        admin: Some("127.0.0.1:0".into()),
+        ..ProxyArgs::default()
+    };
+    let mut config = Config::from_args(&args).unwrap();
+    within("no Instance to read", weft_proxy::control::read_instance(&mut config)).await.unwrap();
+    let p = TestSidecar::serve(config, tempfile::tempdir().unwrap()).await;
+    let mut c = Conn::connect(p.addr("gateway")).await;
+    // Before the first configuration: 503 saying why, not a 404 that blames the request.
+    let r = c.request("GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n").await.unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.body_str().contains("no configuration from the control plane"), "{}", r.body_str());
+
+    api.put("services", service(json!({"ingress": {"host": "shop.example"}})));
+    api.put("endpoints", endpoints(a.addr));
+    tokio::spawn(weft_proxy::control::run(p.proxy.clone()));
+    wait_until("ready", || p.proxy.is_ready()).await;
+    until_answer(&mut c, "shop.example", "/any", (200, "A")).await;
+    let r = c.request("GET / HTTP/1.1\r\nHost: other.example\r\n\r\n").await.unwrap();
+    assert_eq!(r.status, 404);
+
+    // An ingress the api server would refuse: rejected, counted, the last good route stays.
+    api.send_raw("services", service(json!({"ingress": {"pathPrefix": "no-slash"}})));
+    wait_until("the rejection counted", || {
+        p.metric("weft_config_updates_total", &["result=\"rejected\""]) == 1.0
+    })
+    .await;
+    for _ in 0..3 {
+        let r = c.request("GET /x HTTP/1.1\r\nHost: shop.example\r\n\r\n").await.unwrap();
+        assert_eq!((r.status, r.body_str()), (200, "A"));
+    }
+
+    // A valid change applies on the open connection: any host, under /api only.
+    api.put("services", service(json!({"ingress": {"pathPrefix": "/api"}})));
+    until_answer(&mut c, "other.example", "/api/items", (200, "A")).await;
+    let r = c.request("GET /shop HTTP/1.1\r\nHost: shop.example\r\n\r\n").await.unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body_str(), "no ingress route for host \"shop.example\" and path \"/shop\"\n");
+    // Ingress removed: the service is no longer reachable from outside.
+    api.put("services", service(json!({})));
+    until_answer(
+        &mut c,
+        "other.example",
+        "/api/items",
+        (404, "no ingress route for host \"other.example\" and path \"/api/items\"\n"),
+    )
+    .await;
+    assert_eq!(p.proxy.config_revision(), api.revision());
+    assert!(
+        p.metric("weft_requests_total", &["direction=\"gateway\"", "service=\"catalog\""]) >= 5.0
+    );
+}

@@ -6,6 +6,7 @@ mod drain;
 mod dynamic;
 mod errors;
 mod fuzz;
+mod gateway;
 mod h2;
 mod http1;
 mod inbound;

@@ -24,6 +24,7 @@ const SEEDS: &[&[u8]] = &[
     b"GET /a HTTP/1.1\r\nHost: cart.shop:9090\r\nX-User: u1\r\n\r\n",
     b"POST http://cart.shop.svc.cluster.local:80/x HTTP/1.1\r\nContent-Length: 3\r\nX-User: z\r\n\r\nabc",
     b"GET /slow/q HTTP/1.1\r\nHost: catalog.default\r\n\r\n",
+    b"GET /items/1?q HTTP/1.1\r\nHost: Catalog:8080\r\n\r\n",
     b"GET HTTP://Catalog.:80 HTTP/1.1\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx: y\r\n\r\n",
     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nConnection: x, close\r\n\r\n",

@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod agent;
 pub mod apply;
 pub mod delete;
 pub mod describe;
@@ -8,3 +9,4 @@ pub mod rollout;
 pub mod scale;
 pub mod server;
 pub mod token;
+pub mod up;
