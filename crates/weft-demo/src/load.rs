@@ -8,6 +8,11 @@
 //!
 //! Requests go straight to `--url`, never through `HTTP_PROXY`: the point is to load the
 //! gateway or an instance from outside.
+//!
+//! With `--fail-on-json-errors`, a response that succeeded by its status but carries a
+//! non-empty `errors` array in a JSON body (the frontend's `/api/home` when a downstream call
+//! failed) is a failure too, `json-errors`; at the end the most frequent failure messages are
+//! listed, so a run that failed says why.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,11 +52,18 @@ pub struct LoadArgs {
     /// Extra request header, e.g. `x-user-id: alice` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
+    /// Count a 2xx/3xx response whose JSON body has a non-empty `errors` array as a failure
+    /// (`json-errors`): the shop's frontend answers 200 with what went wrong downstream.
+    /// Also lists the most frequent failure messages at the end.
+    #[arg(long)]
+    fail_on_json_errors: bool,
 }
 
 /// How one request ended.
 enum Outcome {
     Status(u16),
+    /// Succeeded by its status, but the JSON body lists errors (`--fail-on-json-errors`).
+    JsonErrors,
     Timeout,
     Failed,
     /// Not sent: `--concurrency` requests were already in flight.
@@ -63,9 +75,11 @@ enum Outcome {
 struct Tally {
     latencies: Vec<Duration>,
     ok: u64,
-    /// Status codes that are not 2xx or 3xx, `timeout`, `error`.
+    /// Status codes that are not 2xx or 3xx, `json-errors`, `timeout`, `error`.
     failures: BTreeMap<String, u64>,
     skipped: u64,
+    /// What failed responses said, and how often (`--fail-on-json-errors` only).
+    messages: BTreeMap<String, u64>,
 }
 
 impl Tally {
@@ -77,6 +91,7 @@ impl Tally {
             }
             Outcome::Status(s) if *s < 400 => None,
             Outcome::Status(s) => Some(s.to_string()),
+            Outcome::JsonErrors => Some("json-errors".to_string()),
             Outcome::Timeout => Some("timeout".to_string()),
             Outcome::Failed => Some("error".to_string()),
         };
@@ -85,6 +100,20 @@ impl Tally {
             None => self.ok += 1,
             Some(f) => *self.failures.entry(f).or_default() += 1,
         }
+    }
+
+    fn note(&mut self, messages: &[String]) {
+        for m in messages {
+            *self.messages.entry(m.clone()).or_default() += 1;
+        }
+    }
+
+    /// The `n` most frequent failure messages, most frequent first.
+    fn top_messages(&self, n: usize) -> Vec<(&str, u64)> {
+        let mut v: Vec<(&str, u64)> = self.messages.iter().map(|(m, c)| (m.as_str(), *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v.truncate(n);
+        v
     }
 
     fn done(&self) -> u64 {
@@ -101,6 +130,69 @@ impl Tally {
                 write!(out, "{}skipped:{}", if out.is_empty() { "" } else { " " }, self.skipped);
         }
         if out.is_empty() { "-".to_string() } else { out }
+    }
+}
+
+/// Longest failure message kept, in characters.
+const MESSAGE_MAX: usize = 200;
+
+/// The `errors` a JSON body lists (an array of strings, or of anything, shown as JSON); empty
+/// when the body is not a JSON object or has no such array.
+fn json_errors(body: &[u8]) -> Vec<String> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return Vec::new();
+    };
+    match map.get("errors") {
+        Some(serde_json::Value::Array(errors)) => errors
+            .iter()
+            .map(|e| match e {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .map(|m| shorten(&m))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What a failed response's body says: its `errors`, else its `error`, else its start.
+fn failure_message(status: u16, body: &[u8]) -> Vec<String> {
+    let errors = json_errors(body);
+    if !errors.is_empty() {
+        return errors.into_iter().map(|e| format!("{status}: {e}")).collect();
+    }
+    let said = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => match map.get("error") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            _ => String::from_utf8_lossy(body).into_owned(),
+        },
+        _ => String::from_utf8_lossy(body).into_owned(),
+    };
+    vec![format!("{status}: {}", shorten(said.trim()))]
+}
+
+fn shorten(s: &str) -> String {
+    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(MESSAGE_MAX) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+/// How a finished exchange counts, and what it said when it failed.
+fn classify(status: u16, body: &[u8], fail_on_json_errors: bool) -> (Outcome, Vec<String>) {
+    if !fail_on_json_errors {
+        return (Outcome::Status(status), Vec::new());
+    }
+    if status >= 400 {
+        return (Outcome::Status(status), failure_message(status, body));
+    }
+    let errors = json_errors(body);
+    if errors.is_empty() {
+        (Outcome::Status(status), Vec::new())
+    } else {
+        (Outcome::JsonErrors, errors.into_iter().map(|e| format!("{status}: {e}")).collect())
     }
 }
 
@@ -161,7 +253,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         "t", "done", "rps", "p50", "p99", "max"
     );
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Outcome, Duration)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Outcome, Duration, Vec<String>)>();
+    let fail_on_json_errors = args.fail_on_json_errors;
     let start = Instant::now();
     // Computed up front, and each due time from its index, so rounding never adds a request.
     let count = (args.duration.as_secs_f64() * args.rps).round() as u64;
@@ -183,7 +276,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                     break;
                 }
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    let _ = tx.send((Outcome::Skipped, Duration::ZERO));
+                    let _ = tx.send((Outcome::Skipped, Duration::ZERO, Vec::new()));
                     continue;
                 };
                 let mut req = hyper::Request::get(uri.clone());
@@ -197,15 +290,15 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                         let resp = client.request(req).await.ok()?;
                         let status = resp.status().as_u16();
                         // Read the whole body: a response is not done until it is.
-                        resp.into_body().collect().await.ok()?;
-                        Some(status)
+                        let body = resp.into_body().collect().await.ok()?.to_bytes();
+                        Some((status, body))
                     };
-                    let outcome = match tokio::time::timeout(timeout, exchange).await {
-                        Ok(Some(status)) => Outcome::Status(status),
-                        Ok(None) => Outcome::Failed,
-                        Err(_) => Outcome::Timeout,
+                    let (outcome, messages) = match tokio::time::timeout(timeout, exchange).await {
+                        Ok(Some((status, body))) => classify(status, &body, fail_on_json_errors),
+                        Ok(None) => (Outcome::Failed, Vec::new()),
+                        Err(_) => (Outcome::Timeout, Vec::new()),
                     };
-                    let _ = tx.send((outcome, due.elapsed()));
+                    let _ = tx.send((outcome, due.elapsed(), messages));
                     drop(permit);
                 });
             }
@@ -224,9 +317,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 report(&format!("{seconds}s"), &mut period, Some(Duration::from_secs(1)));
             }
             sample = rx.recv() => match sample {
-                Some((outcome, latency)) => {
+                Some((outcome, latency, messages)) => {
                     period.record(&outcome, latency);
                     total.record(&outcome, latency);
+                    total.note(&messages);
                 }
                 // Every sender is gone: the schedule ended and every request finished.
                 None => break,
@@ -256,6 +350,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         ms(total.latencies.last().copied()),
         total.failures(),
     );
+    if fail_on_json_errors && !total.messages.is_empty() {
+        println!("most frequent failure messages:");
+        for (message, n) in total.top_messages(10) {
+            println!("  {n:>7}  {message}");
+        }
+    }
     Ok(())
 }
 
@@ -299,5 +399,50 @@ mod tests {
         t.record(&Outcome::Skipped, Duration::ZERO);
         assert_eq!(t.failures(), "503:2 timeout:1 skipped:1");
         assert_eq!((t.ok, t.done()), (1, 4));
+    }
+
+    #[test]
+    fn json_errors_fail_only_when_asked() {
+        let failed = br#"{"user":"bench","products":[],"errors":["cart is unreachable: reset"]}"#;
+        let fine = br#"{"user":"bench","products":[{"id":"tea"}],"errors":[]}"#;
+
+        // Without the flag, the status alone decides, and nothing is kept.
+        let (o, m) = classify(200, failed, false);
+        assert!(matches!(o, Outcome::Status(200)) && m.is_empty());
+
+        let (o, m) = classify(200, failed, true);
+        assert!(matches!(o, Outcome::JsonErrors));
+        assert_eq!(m, vec!["200: cart is unreachable: reset".to_string()]);
+        let (o, m) = classify(200, fine, true);
+        assert!(matches!(o, Outcome::Status(200)) && m.is_empty());
+        // Not JSON, or JSON without an `errors` array: its status decides.
+        for body in [&b"<html>ok</html>"[..], br#"{"errors":"x"}"#, b"[1,2]", b""] {
+            let (o, m) = classify(200, body, true);
+            assert!(matches!(o, Outcome::Status(200)) && m.is_empty());
+        }
+
+        let mut t = Tally::default();
+        for body in [&failed[..], fine, failed] {
+            let (o, m) = classify(200, body, true);
+            t.record(&o, Duration::ZERO);
+            t.note(&m);
+        }
+        assert_eq!(t.failures(), "json-errors:2");
+        assert_eq!((t.ok, t.done()), (1, 3));
+        assert_eq!(t.top_messages(5), vec![("200: cart is unreachable: reset", 2)]);
+    }
+
+    #[test]
+    fn failed_responses_say_why() {
+        let (o, m) = classify(502, br#"{"error":"catalog is unreachable"}"#, true);
+        assert!(matches!(o, Outcome::Status(502)));
+        assert_eq!(m, vec!["502: catalog is unreachable".to_string()]);
+        let (_, m) = classify(503, b"no healthy upstream\n", true);
+        assert_eq!(m, vec!["503: no healthy upstream".to_string()]);
+        let (_, m) = classify(502, br#"{"errors":["catalog answered 503: x"]}"#, true);
+        assert_eq!(m, vec!["502: catalog answered 503: x".to_string()]);
+        let long = "x".repeat(500);
+        let (_, m) = classify(500, long.as_bytes(), true);
+        assert_eq!(m[0].chars().count(), "500: ".len() + MESSAGE_MAX + 1);
     }
 }
