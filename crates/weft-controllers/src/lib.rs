@@ -1,4 +1,5 @@
-//! weft's control loops: the scheduler, and the deployment, endpoints and node controllers
+//! weft's control loops: the scheduler, and the deployment, endpoints, node and autoscaler
+//! controllers
 //! (DESIGN.md "Platform on one machine").
 //!
 //! Start with [`Controllers`]: `Controllers::new(client, Options::default()).run(shutdown)`
@@ -14,11 +15,15 @@
 //!   [`deployment::hash`] template hashes and instance names.
 //! - [`endpoints`]: which instances serve a service, on which ports.
 //! - [`node::health`]: heartbeat grace and evictions.
+//! - [`scrape`]: the metrics pipeline (sidecar and agent `/metrics` every second → per-instance
+//!   rates in [`scrape::LiveMetrics`], read via [`Controllers::live_metrics`]);
+//!   [`autoscaler`]: decides from them with `weft_autoscale` and writes `spec.replicas`.
 //!
 //! [`runtime`] runs them: watch-fed caches ([`runtime::Cache`]), work queues
 //! ([`runtime::Queue`]), workers and resync.
 #![forbid(unsafe_code)]
 
+pub mod autoscaler;
 pub mod deployment;
 pub mod endpoints;
 pub mod error;
@@ -26,6 +31,7 @@ pub mod metrics;
 pub mod node;
 pub mod runtime;
 pub mod scheduler;
+pub mod scrape;
 pub mod time;
 
 pub use error::Error;

@@ -53,9 +53,13 @@ enum Command {
     /// Follow rollouts (`weft rollout status deploy NAME`)
     #[command(subcommand)]
     Rollout(cmd::rollout::RolloutCommand),
+    /// Live requests/s, in-flight, latency, cpu and memory per instance, deployment or service
+    Top(cmd::top::TopArgs),
     /// Create, list and revoke api tokens
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
+    /// Replay a request-rate trace through an Autoscaler and the Kubernetes HPA, offline
+    Sim(cmd::sim::SimArgs),
     /// Run the sidecar proxy (or a plain reverse proxy with --upstream)
     Proxy(Box<weft_proxy::ProxyArgs>),
 }
@@ -104,6 +108,8 @@ fn main() -> ExitCode {
             Command::Scale(args) => cmd::scale::run(conn, args).await,
             Command::Rollout(c) => cmd::rollout::run(conn, c).await,
             Command::Token(c) => cmd::token::run(conn, c).await,
+            Command::Top(args) => cmd::top::run(conn, args).await,
+            Command::Sim(args) => cmd::sim::run(args),
             Command::Proxy(args) => weft_proxy::run(*args).await,
         }
     });

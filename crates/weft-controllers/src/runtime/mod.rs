@@ -1,7 +1,7 @@
 //! Running the controllers: caches fed by watches, work queues, workers, periodic resync.
 //!
-//! One watch per kind (Deployments, Instances, Services, Endpoints, Nodes) feeds a [`Cache`];
-//! every change is fanned out at once ([`dispatch`]) to the keys it concerns in each
+//! One watch per kind (Deployments, Instances, Services, Endpoints, Nodes, Autoscalers) feeds a
+//! [`Cache`]; every change is fanned out at once ([`dispatch`]) to the keys it concerns in each
 //! controller's [`Queue`]; workers take keys and reconcile them level-triggered (from the
 //! caches, never from the event). Nothing on the hot path waits on a timer: an instance
 //! created is seen by the scheduler's watch and bound within one round trip.
@@ -18,7 +18,7 @@ use futures::StreamExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::task::JoinSet;
-use weft_api::{Deployment, Endpoints, Instance, Node, Resource, Service};
+use weft_api::{Autoscaler, Deployment, Endpoints, Instance, Node, Resource, Service};
 use weft_client::Client;
 use weft_client::watcher::{self, Mode};
 
@@ -29,7 +29,8 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::scheduler::Policy;
 use crate::scheduler::controller::SchedulerState;
-use crate::{deployment, endpoints, node, scheduler};
+use crate::scrape::LiveMetrics;
+use crate::{autoscaler, deployment, endpoints, node, scheduler, scrape};
 
 /// Instance index: `namespace/deployment`.
 pub const BY_DEPLOYMENT: &str = "deployment";
@@ -54,6 +55,15 @@ pub struct Options {
     pub max_concurrent_writes: usize,
     /// How the watches follow changes.
     pub watch_mode: Mode,
+    /// How often every running instance's sidecar and every agent is scraped (DESIGN.md
+    /// "Autoscaling loop": every second); the autoscalers decide after each round.
+    pub scrape_interval: Duration,
+    /// A scrape not answered within this counts as failed (the instance's metrics as missing).
+    pub scrape_timeout: Duration,
+    /// Autoscaler status is written at once when replicas, mode, conditions or decisions
+    /// change; figures and messages alone refresh at most this often (each write is a store
+    /// revision and a watch event for every watcher).
+    pub autoscaler_status_period: Duration,
 }
 
 impl Default for Options {
@@ -66,6 +76,9 @@ impl Default for Options {
             workers: 4,
             max_concurrent_writes: 64,
             watch_mode: Mode::Auto,
+            scrape_interval: Duration::from_secs(1),
+            scrape_timeout: scrape::DEFAULT_TIMEOUT,
+            autoscaler_status_period: Duration::from_secs(10),
         }
     }
 }
@@ -97,6 +110,11 @@ pub(crate) struct Context {
     pub services: Cache<Service>,
     pub endpoints: Cache<Endpoints>,
     pub nodes: Cache<Node>,
+    pub autoscalers: Cache<Autoscaler>,
+    /// The latest per-instance figures, written by the scrape loop.
+    pub live: Arc<LiveMetrics>,
+    /// Signalled after each scrape round: the autoscalers decide on fresh figures.
+    pub autoscale_tick: tokio::sync::Notify,
     pub queues: Queues,
     pub scheduler: Mutex<SchedulerState>,
     pub rng: Mutex<StdRng>,
@@ -133,6 +151,9 @@ impl Context {
             services: Cache::default(),
             endpoints: Cache::default(),
             nodes: Cache::default(),
+            autoscalers: Cache::default(),
+            live: Arc::new(LiveMetrics::new()),
+            autoscale_tick: tokio::sync::Notify::new(),
             queues,
             rng: Mutex::new(StdRng::from_entropy()),
             missing_nodes: Mutex::default(),
@@ -143,6 +164,13 @@ impl Context {
     pub fn wrote_instance(&self, obj: Instance) {
         if let Some(change) = self.instances.write_through(obj) {
             dispatch::instance(self, &change);
+        }
+    }
+
+    /// Records a deployment we wrote (e.g. scaled) and queues it for the deployment controller.
+    pub fn wrote_deployment(&self, obj: Deployment) {
+        if let Some(change) = self.deployments.write_through(obj) {
+            dispatch::deployment(self, &change);
         }
     }
 
@@ -217,6 +245,12 @@ impl Controllers {
         self.ctx.metrics.clone()
     }
 
+    /// The latest per-instance figures (requests/s, in-flight, latency, cpu, memory) from the
+    /// metrics pipeline; keep the handle to read them while the controllers run.
+    pub fn live_metrics(&self) -> Arc<LiveMetrics> {
+        self.ctx.live.clone()
+    }
+
     /// Runs every loop until `shutdown` resolves. Watches and writes retry on their own, so
     /// nothing here ends the loops early.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
@@ -227,6 +261,8 @@ impl Controllers {
         tasks.spawn(inform(ctx.clone(), |c| &c.services, dispatch::service));
         tasks.spawn(inform(ctx.clone(), |c| &c.endpoints, dispatch::endpoints));
         tasks.spawn(inform(ctx.clone(), |c| &c.nodes, dispatch::node));
+        // The autoscaler loop reads the cache on its own clock: no fan-out needed.
+        tasks.spawn(inform(ctx.clone(), |c| &c.autoscalers, |_, _| {}));
         let started = ctx.clone();
         tasks.spawn(async move {
             // Deciding from a partial view would be wrong (e.g. collecting the instances of a
@@ -236,6 +272,7 @@ impl Controllers {
             started.services.wait_synced().await;
             started.endpoints.wait_synced().await;
             started.nodes.wait_synced().await;
+            started.autoscalers.wait_synced().await;
             tracing::info!(
                 deployments = started.deployments.len(),
                 instances = started.instances.len(),
@@ -266,6 +303,8 @@ impl Controllers {
                 |c, k| Box::pin(async move { node::controller::reconcile(&c, &k).await }),
             ));
             workers.spawn(scheduler::controller::run(started.clone()));
+            workers.spawn(scrape::run(started.clone()));
+            workers.spawn(autoscaler::controller::run(started.clone()));
             let mut tick =
                 tokio::time::interval(started.options.resync.max(Duration::from_millis(100)));
             loop {

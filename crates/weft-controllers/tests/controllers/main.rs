@@ -1,5 +1,6 @@
 //! The controllers against a real api server (in-process, embedded store) and a fake agent.
 
+mod autoscaler;
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -22,6 +22,7 @@ use weft_store::embedded::Embedded;
 pub struct Platform {
     pub client: Client,
     pub metrics: Arc<Metrics>,
+    pub live: Arc<weft_controllers::scrape::LiveMetrics>,
     stop: Option<oneshot::Sender<()>>,
     stop_controllers: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -47,6 +48,7 @@ impl Platform {
         let client = Client::new(&url, Some(token)).unwrap();
         let controllers = Controllers::new(client.clone(), options);
         let metrics = controllers.metrics();
+        let live = controllers.live_metrics();
         let (stop_controllers, controllers_stopped) = oneshot::channel::<()>();
         let controllers = tokio::spawn(controllers.run(async move {
             let _ = controllers_stopped.await;
@@ -54,6 +56,7 @@ impl Platform {
         Platform {
             client,
             metrics,
+            live,
             stop: Some(stop),
             stop_controllers: Some(stop_controllers),
             server: Some(server),

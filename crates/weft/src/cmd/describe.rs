@@ -116,6 +116,13 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
                     get(o, &["status", "desiredReplicas"]).as_i64().unwrap_or(0)
                 ),
             );
+            if get(o, &["status", "mode"]).is_string() {
+                line(&mut out, "Mode", text(o, &["status", "mode"]));
+            }
+            if let Some(t) = get(o, &["status", "lastScaleTime"]).as_str() {
+                line(&mut out, "Last scale", format!("{t} ({} ago)", output::age(t)));
+            }
+            line(&mut out, "Metrics", metrics_line(get(o, &["status", "currentMetrics"])));
         }
         "Instance" => {
             line(&mut out, "Deployment", text(o, &["spec", "deployment"]));
@@ -145,6 +152,10 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
     if let Some(m) = status_rest.as_object_mut() {
         m.remove("conditions");
         m.remove("decisions");
+        if kind.kind == "Autoscaler" {
+            // Shown above, with units.
+            m.remove("currentMetrics");
+        }
     }
     section(&mut out, "Status", &status_rest);
     if let Some(conds) = get(status, &["conditions"]).as_array().filter(|c| !c.is_empty()) {
@@ -177,6 +188,27 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
         indent(&mut out, &output::table(&["AGO", "REPLICAS", "REASON"], &rows));
     }
     out
+}
+
+/// An autoscaler's `status.currentMetrics`, per instance against the target: cpu and memory
+/// in percent of the request, as the spec's `targetUtilization`.
+fn metrics_line(v: &Value) -> String {
+    let Some(list) = v.as_array().filter(|l| !l.is_empty()) else {
+        return "<none yet>".into();
+    };
+    list.iter()
+        .map(|m| {
+            let kind = text(m, &["type"]);
+            let pct = if kind == "cpu" || kind == "memory" { "%" } else { "" };
+            let num = |k: &str| get(m, &[k]).as_f64().unwrap_or(0.0);
+            format!(
+                "{kind} {:.2}{pct} per instance (target {}{pct})",
+                num("current"),
+                get(m, &["target"]),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn section(out: &mut String, title: &str, v: &Value) {
@@ -212,5 +244,28 @@ mod tests {
         assert!(d.contains("Reason:           Unschedulable"), "{d}");
         assert!(d.contains("no node has 64 cpu free"));
         assert!(d.contains("Conditions:"));
+    }
+
+    #[test]
+    fn describes_an_autoscaler_with_metrics_and_decisions() {
+        let o = json!({
+            "metadata": {"name": "web", "namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"target": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 5},
+            "status": {"currentReplicas": 4, "desiredReplicas": 4, "mode": "stable",
+                       "lastScaleTime": "2026-01-01T00:01:00Z",
+                       "currentMetrics": [{"type": "concurrency", "current": 8.75, "target": 10.0},
+                                          {"type": "cpu", "current": 42.0, "target": 50.0}],
+                       "decisions": [{"time": "2026-01-01T00:01:00Z", "from": 1, "to": 4,
+                                      "reason": "concurrency 35.00 per instance (target 10.00) over 2s asks for 4"}],
+                       "conditions": [{"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"}]}
+        });
+        let d = describe(&weft_api::kinds::AUTOSCALER, &o);
+        assert!(d.contains("min 1 | max 5 | current 4 | desired 4"), "{d}");
+        assert!(d.contains("Mode:             stable"), "{d}");
+        assert!(d.contains("concurrency 8.75 per instance (target 10.0)"), "{d}");
+        assert!(d.contains("cpu 42.00% per instance (target 50.0%)"), "{d}");
+        assert!(d.contains("1 → 4"), "{d}");
+        assert!(d.contains("asks for 4"), "{d}");
+        assert!(!d.contains("currentMetrics"), "{d}");
     }
 }

@@ -8,5 +8,7 @@ pub mod logs;
 pub mod rollout;
 pub mod scale;
 pub mod server;
+pub mod sim;
 pub mod token;
+pub mod top;
 pub mod up;
