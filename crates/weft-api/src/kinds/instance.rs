@@ -86,7 +86,7 @@ pub struct InstanceStatus {
     pub ready: bool,
     #[serde(default)]
     pub restarts: u32,
-    /// A CamelCase word for why it is in this state (e.g. `Unschedulable`, `CrashLoop`, `OOMKilled`).
+    /// A CamelCase word for why it is in this state (e.g. `Unschedulable`, `CrashLoopBackOff`, `OOMKilled`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// One line for people.

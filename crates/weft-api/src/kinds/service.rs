@@ -318,7 +318,10 @@ pub struct RetryPolicy {
     #[serde(default = "default_attempts")]
     pub attempts: u32,
     /// What to retry on: `connect-failure`, `reset`, `5xx`, `gateway-error` (502/503/504),
-    /// or a status code such as 503.
+    /// or a status code such as 503. Default `[connect-failure, reset, 503]`: `reset` because
+    /// a callee whose app dies mid-request answers with a mark the caller reads as a reset
+    /// (retried for idempotent methods only), as it reads a refused connect to a restarting
+    /// app as `connect-failure`.
     #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOn>,
     /// Retries may add at most this percent of requests (plus `minRetriesPerSecond`).
@@ -332,7 +335,7 @@ fn default_attempts() -> u32 {
     2
 }
 fn default_retry_on() -> Vec<RetryOn> {
-    vec![RetryOn::ConnectFailure, RetryOn::Status(503)]
+    vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Status(503)]
 }
 fn default_budget() -> u32 {
     20
@@ -549,6 +552,13 @@ mod tests {
         let e = serde_json::from_str::<RetryOn>(r#""sometimes""#).unwrap_err().to_string();
         assert!(e.contains("unknown retry condition"), "{e}");
         assert!(serde_json::from_str::<RetryOn>("99").is_err());
+    }
+
+    #[test]
+    fn default_retries_cover_an_app_that_dies() {
+        let p: RetryPolicy = serde_json::from_str("{}").unwrap();
+        assert_eq!(p, RetryPolicy::default());
+        assert_eq!(serde_json::to_string(&p.on).unwrap(), r#"["connect-failure","reset",503]"#);
     }
 
     #[test]

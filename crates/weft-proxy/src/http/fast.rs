@@ -37,6 +37,7 @@ use tokio::net::TcpStream;
 use weft_traffic::{Endpoint, FailureKind};
 
 use super::headers::next_traceparent;
+use super::mesh::{self, Mark, Role};
 use super::server::ConnCtx;
 use super::watchdog::{ms_at, now_ms};
 use crate::cluster::{Cluster, Ep, InFlight};
@@ -533,8 +534,9 @@ async fn read_upstream(up: &mut RawConn) -> io::Result<usize> {
 enum Outcome {
     /// The response was relayed in full.
     Relayed { status: u16, close_client: bool },
-    /// No response head came: the proxy answers.
-    Local(StatusCode, ErrorKind, Cow<'static, str>),
+    /// No response head came: the proxy answers (with the mesh's failure mark, on an inbound
+    /// listener whose app failed).
+    Local(StatusCode, ErrorKind, Cow<'static, str>, Option<Mark>),
     /// The response started but could not be finished: the client connection is cut.
     Cut { status: u16, kind: ErrorKind },
 }
@@ -545,12 +547,13 @@ impl Outcome {
             StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamTimeout,
             "upstream timed out\n".into(),
+            None,
         )
     }
 
-    fn upstream_failed() -> Outcome {
+    fn upstream_failed(mark: Option<Mark>) -> Outcome {
         let msg = "upstream failed before responding\n";
-        Outcome::Local(StatusCode::BAD_GATEWAY, ErrorKind::UpstreamError, msg.into())
+        Outcome::Local(StatusCode::BAD_GATEWAY, ErrorKind::UpstreamError, msg.into(), mark)
     }
 }
 
@@ -682,6 +685,7 @@ async fn exchange<'r>(
     let mut n_tried = 0;
     let mut retries = 0u32;
     let mut last = None;
+    let role = Role::of(ctx.listener.kind);
     loop {
         let now = if retries == 0 { start } else { Instant::now() };
         let Some(ep) = cluster.pick(now, routed.hash_key.as_deref(), &tried[..n_tried]) else {
@@ -705,19 +709,22 @@ async fn exchange<'r>(
                 if cluster.samples_latency() {
                     in_flight.answered(now.elapsed());
                 }
+                let mut failure = FailureKind::Status(status);
+                // Only a 5xx can carry the mark: other responses cost nothing more.
+                if role.inspects(status)
+                    && let Some(mark) = mesh::take_raw(resp)
+                    && role == Role::Caller
+                {
+                    // The callee's sidecar answered for its failed app: retry as if the
+                    // connect or reset had happened here.
+                    failure = mark.failure();
+                }
                 if status >= 500 {
                     cluster.record_failure(ep, Instant::now());
                 } else {
                     cluster.record_success(ep);
                 }
-                if status >= 400
-                    && policy.retry(
-                        method,
-                        FailureKind::Status(status),
-                        retries + 1,
-                        Instant::now(),
-                    )
-                {
+                if status >= 400 && policy.retry(method, failure, retries + 1, Instant::now()) {
                     retries += 1;
                     continue; // the response is dropped with its connection
                 }
@@ -733,12 +740,20 @@ async fn exchange<'r>(
             }
             TryError::Connect(e) => {
                 let msg = format!("upstream unavailable: {e}\n");
-                let outcome =
-                    Outcome::Local(StatusCode::BAD_GATEWAY, ErrorKind::UpstreamConnect, msg.into());
+                // An instance whose app does not accept (restarting) is momentarily unavailable:
+                // 503, and the caller may resend any method, since nothing reached the app.
+                let (status, mark) = match role {
+                    Role::Inbound => (StatusCode::SERVICE_UNAVAILABLE, Some(Mark::Connect)),
+                    _ => (StatusCode::BAD_GATEWAY, None),
+                };
+                let outcome = Outcome::Local(status, ErrorKind::UpstreamConnect, msg.into(), mark);
                 (FailureKind::ConnectFailure, outcome)
             }
             TryError::TimedOut => (FailureKind::Timeout, Outcome::timed_out()),
-            TryError::Failed => (FailureKind::Reset, Outcome::upstream_failed()),
+            TryError::Failed => {
+                let mark = (role == Role::Inbound).then_some(Mark::Reset);
+                (FailureKind::Reset, Outcome::upstream_failed(mark))
+            }
         };
         let now = Instant::now();
         cluster.record_failure(ep, now);
@@ -760,12 +775,12 @@ fn overloaded(cluster: &Cluster, limit: Limit) -> Outcome {
         cluster.policy.max(limit),
         limit.field()
     );
-    Outcome::Local(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Overloaded, msg.into())
+    Outcome::Local(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Overloaded, msg.into(), None)
 }
 
 fn no_endpoint(cluster: &Cluster) -> Outcome {
     let msg = format!("service {:?} has no ready endpoints\n", cluster.service);
-    Outcome::Local(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoEndpoint, msg.into())
+    Outcome::Local(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoEndpoint, msg.into(), None)
 }
 
 /// Relays a response whose head was read to the client; returns the connection to the pool
@@ -858,6 +873,7 @@ fn local_response(
     msg: &str,
     close: bool,
     retry_after: Option<u64>,
+    mark: Option<Mark>,
 ) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -867,6 +883,12 @@ fn local_response(
     if let Some(secs) = retry_after {
         out.extend_from_slice(b"\r\nretry-after: ");
         out.extend_from_slice(secs.to_string().as_bytes());
+    }
+    if let Some(mark) = mark {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(mesh::HEADER.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(mark.as_str().as_bytes());
     }
     out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
     out.extend_from_slice(msg.len().to_string().as_bytes());
@@ -973,6 +995,7 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
                     &refusal.message,
                     close,
                     refusal.retry_after,
+                    None,
                 );
                 let written = client.write_all(&resp).await;
                 let (svc, local) = match &refusal.cluster {
@@ -1007,9 +1030,9 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
                     return FastEnd::Closed;
                 }
             }
-            Outcome::Local(status, kind, msg) => {
+            Outcome::Local(status, kind, msg, mark) => {
                 let close = req.close || ctx.activity.closing();
-                local_response(&mut resp, status, &msg, close, None);
+                local_response(&mut resp, status, &msg, close, None, mark);
                 let written = client.write_all(&resp).await;
                 ctx.request_ended(start, svc, true, upstream, status.as_u16(), Some(kind));
                 if close || written.is_err() {

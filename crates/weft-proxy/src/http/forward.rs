@@ -20,6 +20,7 @@ use weft_traffic::FailureKind;
 
 use super::body::{Exchange, ProxyBody};
 use super::headers;
+use super::mesh::{self, Mark, Role};
 use super::server::ConnCtx;
 use super::upgrade;
 use crate::cluster::Cluster;
@@ -112,9 +113,17 @@ pub(crate) async fn forward(
         };
         let now = Instant::now();
         match sent {
-            Ok(Ok((res, reuse))) => {
+            Ok(Ok((mut res, reuse))) => {
                 if cluster.samples_latency() {
                     ex.answered(now.saturating_duration_since(start));
+                }
+                let role = Role::of(ex.ctx().listener.kind);
+                if role.inspects(res.status().as_u16()) {
+                    // A callee sidecar's mark is for this hop only (an app's is never trusted).
+                    // Unlike the fast path, the request cannot be resent from here whatever the
+                    // mark says: it went out and its body streamed through. The endpoint failed
+                    // either way, which outlier detection counts below like any 5xx.
+                    mesh::take_map(res.headers_mut());
                 }
                 if res.status().is_server_error() {
                     cluster.record_failure(ep, now);
@@ -175,8 +184,27 @@ pub(crate) async fn forward(
 }
 
 /// Maps a failure before the response head to the proxy's own response.
+///
+/// On an inbound listener the app's failure is marked for the calling sidecar (`http::mesh`):
+/// a refused connect is `connect` and 503 (the instance is momentarily unavailable, nothing
+/// reached the app), a failure after sending is `reset`.
 pub(crate) fn fail(ex: Exchange, failure: Failure) -> Response<ProxyBody> {
+    let inbound = Role::of(ex.ctx().listener.kind) == Role::Inbound;
+    let marked = |mut res: Response<ProxyBody>, mark: Mark| {
+        if inbound {
+            res.headers_mut().insert(mesh::HEADER, HeaderValue::from_static(mark.as_str()));
+        }
+        res
+    };
     match failure {
+        Failure::Connect(e) if inbound && e.is_endpoint_error() => marked(
+            ex.local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(ErrorKind::UpstreamConnect),
+                format!("upstream unavailable: {e}\n"),
+            ),
+            Mark::Connect,
+        ),
         Failure::Connect(e) => ex.local(
             StatusCode::BAD_GATEWAY,
             Some(ErrorKind::UpstreamConnect),
@@ -188,10 +216,13 @@ pub(crate) fn fail(ex: Exchange, failure: Failure) -> Response<ProxyBody> {
             Some(ErrorKind::BadRequest),
             format!("bad request body: {e}\n"),
         ),
-        Failure::Upstream(e) => ex.local(
-            StatusCode::BAD_GATEWAY,
-            Some(ErrorKind::UpstreamError),
-            format!("upstream failed before responding: {e}\n"),
+        Failure::Upstream(e) => marked(
+            ex.local(
+                StatusCode::BAD_GATEWAY,
+                Some(ErrorKind::UpstreamError),
+                format!("upstream failed before responding: {e}\n"),
+            ),
+            Mark::Reset,
         ),
     }
 }
@@ -207,6 +238,10 @@ pub(crate) fn respond(
     // The client's protocol, whatever the upstream spoke (hyper frames the body accordingly).
     parts.version = version;
     let hop = headers::strip_hop_by_hop(&mut parts.headers, upgraded);
+    if Role::of(ex.ctx().listener.kind).inspects(parts.status.as_u16()) {
+        // Also for upgrade requests, which do not pass through `forward`'s check.
+        mesh::take_map(&mut parts.headers);
+    }
     if hop.close {
         // The upstream closes this connection after the response: do not pool it.
         ex.no_reuse();

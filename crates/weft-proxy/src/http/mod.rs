@@ -4,6 +4,7 @@ pub(crate) mod body;
 pub(crate) mod fast;
 pub(crate) mod forward;
 pub(crate) mod headers;
+pub(crate) mod mesh;
 pub(crate) mod server;
 pub(crate) mod upgrade;
 pub(crate) mod watchdog;

@@ -10,6 +10,7 @@ mod gateway;
 mod h2;
 mod http1;
 mod inbound;
+mod mesh;
 mod parse_fuzz;
 mod resilience;
 mod routing;
