@@ -475,7 +475,10 @@ fn cgroup_dirs(pid: u32) -> Vec<(String, std::path::PathBuf)> {
 async fn cgroup_limits_are_applied_where_writable() {
     let c = Cluster::start().await;
     let agent = c.spawn_agent(c.options("node-cg"));
-    let node = eventually("node", LONG, async || c.node("node-cg").await).await;
+    let node = eventually("node with status", LONG, async || {
+        c.node("node-cg").await.filter(|n| n.status.is_some())
+    })
+    .await;
     if !node.status.unwrap().cgroups {
         eprintln!(
             "SKIPPED: cgroups are not writable on this machine (Node.status.cgroups is false)"
@@ -518,7 +521,10 @@ async fn cgroup_limits_are_applied_where_writable() {
 async fn out_of_memory_kills_are_reported() {
     let c = Cluster::start().await;
     let agent = c.spawn_agent(c.options("node-oom"));
-    let node = eventually("node", LONG, async || c.node("node-oom").await).await;
+    let node = eventually("node with status", LONG, async || {
+        c.node("node-oom").await.filter(|n| n.status.is_some())
+    })
+    .await;
     if !node.status.unwrap().cgroups {
         eprintln!(
             "SKIPPED: cgroups are not writable on this machine (Node.status.cgroups is false)"
