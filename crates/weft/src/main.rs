@@ -67,6 +67,7 @@ enum Command {
 fn main() -> ExitCode {
     // The data plane parses only its own flags: the full CLI costs megabytes of resident memory.
     if std::env::args_os().nth(1).is_some_and(|a| a == "proxy") {
+        exec_lean_proxy();
         return weft_proxy::main_from_args(std::env::args_os().skip(1));
     }
     let cli = match Cli::try_parse() {
@@ -122,6 +123,29 @@ fn main() -> ExitCode {
             eprintln!("error: {line}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// Becomes the `weft-proxy` binary built beside this one, if there is one: same pid, same
+/// command line, but a process image holding only the data plane (an idle sidecar's resident
+/// memory is mostly the pages of its binary). Returns only when that is not possible, and the
+/// proxy then runs in this process. `WEFT_PROXY_IN_PROCESS=1` skips it.
+fn exec_lean_proxy() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("WEFT_PROXY_IN_PROCESS").is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else { return };
+        let lean = exe.with_file_name("weft-proxy");
+        if !lean.is_file() {
+            return;
+        }
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| "weft".into());
+        // `exec` returns only on failure.
+        let _ = std::process::Command::new(&lean).arg0(arg0).args(args).exec();
     }
 }
 
