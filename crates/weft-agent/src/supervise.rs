@@ -754,23 +754,7 @@ impl Supervisor {
         let t = self.template().clone();
         let mut argv = vec![program.display().to_string()];
         argv.extend(t.command[1..].iter().cloned());
-        let deployment = self.stats.deployment.clone();
-        let node = self.node();
-        let env = env::app_env(
-            &Wiring {
-                namespace: &self.ns,
-                instance: &self.name,
-                service: &deployment,
-                node: &node,
-                ip: self.ip.unwrap_or(Ipv4Addr::LOCALHOST),
-                ports: &self.ports,
-                outbound: self.outbound,
-                admin: self.admin,
-                upstreams: &t.upstreams,
-            },
-            &self.sh.inherited_env,
-            &t.env,
-        );
+        let env = self.app_env(&t);
         std::fs::create_dir_all(&self.workdir).map_err(|e| {
             (
                 "StartFailed",
@@ -834,9 +818,15 @@ impl Supervisor {
 
     fn start_probes(&mut self) {
         let t = self.template().clone();
+        let env = self.app_env(&t);
+        self.start_probes_with(&env);
+    }
+
+    /// The app's environment; probes (exec) get the same one.
+    fn app_env(&self, t: &Template) -> Vec<(String, String)> {
         let deployment = self.stats.deployment.clone();
         let node = self.node();
-        let env = env::app_env(
+        env::app_env(
             &Wiring {
                 namespace: &self.ns,
                 instance: &self.name,
@@ -850,8 +840,7 @@ impl Supervisor {
             },
             &self.sh.inherited_env,
             &t.env,
-        );
-        self.start_probes_with(&env);
+        )
     }
 
     fn start_probes_with(&mut self, env: &[(String, String)]) {

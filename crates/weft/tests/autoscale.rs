@@ -8,141 +8,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Out, weft};
+use common::up::Up;
 use serde_json::Value;
-
-/// Builds the demo's workload binary beside `weft` when this test runs on its own
-/// (`cargo test --workspace` builds it anyway).
-fn ensure_demo_binary() {
-    let demo = Path::new(BIN).with_file_name("weft-demo");
-    if demo.exists() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "weft-demo"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("running cargo build -p weft-demo");
-    assert!(status.success() && demo.exists(), "could not build {}", demo.display());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A running `weft up`, interrupted (then killed) on drop. (The harness of `tests/up.rs`.)
-struct Up {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    gateway: String,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Up {
-    /// Starts `weft up ARGS` and waits for its "weft is up" banner.
-    fn start(args: &[&str]) -> Up {
-        ensure_demo_binary();
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        let log = tmp.path().join("up.log");
-        let api = format!("127.0.0.1:{}", free_port());
-        let gateway = format!("127.0.0.1:{}", free_port());
-        let logfile = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(["up", "--data-dir", dir.to_str().unwrap(), "--listen", &api])
-            .args(["--gateway", &gateway])
-            .args(args)
-            .env_remove("WEFT_SERVER")
-            .env_remove("WEFT_TOKEN")
-            .env_remove("WEFT_DATA_DIR")
-            .env_remove("WEFT_LOG")
-            .stdin(Stdio::null())
-            .stdout(logfile.try_clone().unwrap())
-            .stderr(logfile)
-            .spawn()
-            .expect("spawn weft up");
-        let mut up = Up { _tmp: tmp, dir, gateway, log, child: Some(child) };
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if up.log_text().contains("weft is up") {
-                return up;
-            }
-            if let Some(status) = up.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("weft up exited early ({status}):\n{}", up.log_text());
-            }
-            assert!(Instant::now() < deadline, "weft up not up in 180s:\n{}", up.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn cli(&self, args: &[&str]) -> Out {
-        let mut all = vec!["--data-dir", self.dir.to_str().unwrap()];
-        all.extend_from_slice(args);
-        weft(&all, None)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let out = self.cli(&all);
-        out.ok();
-        serde_json::from_str(&out.stdout).expect("json output")
-    }
-
-    /// Items of `weft get KIND -o json`.
-    fn items(&self, kind: &str) -> Vec<Value> {
-        let v = self.json(&["get", kind]);
-        v["items"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// SIGINT, as Ctrl-C would, then waits for the exit.
-    fn interrupt(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let child = self.child.as_mut().expect("running");
-        let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weft up still running after SIGINT:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Polls `f` every `period` until it returns `Some`, panicking with `what` (and the last thing
 /// `f` saw) after `timeout`. Slower than `common::wait_for`: each try here runs the CLI, and

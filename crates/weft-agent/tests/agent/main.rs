@@ -218,14 +218,12 @@ async fn failing_liveness_restarts_the_app() {
         "liveness": { "http": { "path": "/healthz" }, "periodSeconds": 1, "failureThreshold": 2 },
         "terminationGracePeriod": "1s",
     })).await;
-    let s = c.wait_status("live-fail", LONG, |s| s.restarts >= 1).await;
+    let s = c.wait_status("live-fail", LONG, |s| s.restarts >= 1 && s.last_exit.is_some()).await;
     let last = s.last_exit.unwrap();
     assert_eq!(last.reason, "LivenessFailed");
-    assert!(
-        s.message.contains("liveness probe failed 2 times: GET http://127.0.0.1:"),
-        "{}",
-        s.message
-    );
+    // The probe's own words ("liveness probe failed 2 times: GET http://127.0.0.1:…") are in
+    // status.message only until the app is restarted, which is at once for a first restart: a
+    // poll cannot be sure to see them, so they are not asserted here (last_exit keeps why).
     agent.stop().await.unwrap();
 }
 

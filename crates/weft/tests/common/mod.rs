@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod up;
+
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
