@@ -9,21 +9,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-/// xorshift64*: reproducible inputs from a fixed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 const SEEDS: &[&[u8]] = &[
     b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
     b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",

@@ -5,19 +5,7 @@
 
 use weft_proxy::fuzzing::Target;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::support::Rng;
 
 const SEEDS: &[&[u8]] = &[
     b"GET http://catalog/items?x=1 HTTP/1.1\r\nHost: catalog\r\n\r\n",
