@@ -280,52 +280,51 @@ fn poll_returns_at_once_with_events_or_empty_after_the_wait() {
     assert_eq!(name_of(&v["events"][0]["object"]), "b");
 }
 
-#[test]
-fn chained_polls_never_miss_or_duplicate_under_concurrent_writes() {
-    let s = Server::start();
-    let start = s.revision();
-    let writers: Vec<_> = (0..4)
+/// Four threads each PUT 50 new services (201 each) through the api and, with `touch`, write
+/// every fifth one again (200) so MODIFIED events interleave; each thread returns what was
+/// acknowledged, `(name, resourceVersion)` in order.
+fn concurrent_writers(s: &Server, touch: bool) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
+    (0..4)
         .map(|t| {
             let addr = s.addr.clone();
             let token = s.token.clone();
             std::thread::spawn(move || {
-                let mut acked = Vec::new();
-                for i in 0..50 {
-                    let name = format!("w{t}-{i:02}");
-                    let body = service(&name).to_string();
+                let put = |name: &str, body: Value, want: u16| {
                     let r = request(
                         &addr,
                         "PUT",
-                        &svc_path(&name),
+                        &svc_path(name),
                         Some(&token),
                         &[("Content-Type", "application/json")],
-                        Some(body.as_bytes()),
+                        Some(body.to_string().as_bytes()),
                     )
                     .unwrap();
-                    assert_eq!(r.status, 201, "{}", r.text());
-                    acked.push((name, rv(&r.json())));
-                    // Touch every fifth object again, so MODIFIED events interleave.
-                    if i % 5 == 0 {
-                        let body =
-                            service_labeled(&format!("w{t}-{i:02}"), json!({ "again": "1" }))
-                                .to_string();
-                        let r = request(
-                            &addr,
-                            "PUT",
-                            &svc_path(&format!("w{t}-{i:02}")),
-                            Some(&token),
-                            &[("Content-Type", "application/json")],
-                            Some(body.as_bytes()),
-                        )
-                        .unwrap();
-                        assert_eq!(r.status, 200);
-                        acked.push((format!("w{t}-{i:02}"), rv(&r.json())));
+                    assert_eq!(r.status, want, "{}", r.text());
+                    (name.to_string(), rv(&r.json()))
+                };
+                let mut acked = Vec::new();
+                for i in 0..50 {
+                    let name = format!("w{t}-{i:02}");
+                    acked.push(put(&name, service(&name), 201));
+                    if touch && i % 5 == 0 {
+                        acked.push(put(
+                            &name,
+                            service_labeled(&name, json!({ "again": "1" })),
+                            200,
+                        ));
                     }
                 }
                 acked
             })
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn chained_polls_never_miss_or_duplicate_under_concurrent_writes() {
+    let s = Server::start();
+    let start = s.revision();
+    let writers = concurrent_writers(&s, true);
     let mut seen: Vec<(String, String, u64)> = Vec::new();
     let mut from = start;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -564,31 +563,7 @@ fn sigterm_ends_watches_and_polls_and_the_server_exits() {
 #[test]
 fn a_watch_opened_during_writes_misses_nothing() {
     let s = Server::start();
-    let writers: Vec<_> = (0..4)
-        .map(|t| {
-            let addr = s.addr.clone();
-            let token = s.token.clone();
-            std::thread::spawn(move || {
-                let mut acked = Vec::new();
-                for i in 0..50 {
-                    let name = format!("w{t}-{i:02}");
-                    let body = service(&name).to_string();
-                    let r = request(
-                        &addr,
-                        "PUT",
-                        &svc_path(&name),
-                        Some(&token),
-                        &[("Content-Type", "application/json")],
-                        Some(body.as_bytes()),
-                    )
-                    .unwrap();
-                    assert_eq!(r.status, 201, "{}", r.text());
-                    acked.push((name, rv(&r.json())));
-                }
-                acked
-            })
-        })
-        .collect();
+    let writers = concurrent_writers(&s, false);
     // Open the watch while the writers are busy.
     wait_for("some writes", Duration::from_secs(30), || (s.revision() >= 40).then_some(()));
     let mut w = s.watch(&format!("{SERVICES}?watch=true"));
