@@ -469,21 +469,26 @@ fn cgroup_dirs(pid: u32) -> Vec<(String, std::path::PathBuf)> {
         .collect()
 }
 
+/// An agent named `node`, or `None` (said on stderr, as a skip) where its Node reports that
+/// cgroups are not writable on this machine.
+async fn agent_with_cgroups(c: &Cluster, node: &str) -> Option<AgentTask> {
+    let agent = c.spawn_agent(c.options(node));
+    let n = eventually("node with status", LONG, async || {
+        c.node(node).await.filter(|n| n.status.is_some())
+    })
+    .await;
+    if n.status.is_some_and(|s| s.cgroups) {
+        return Some(agent);
+    }
+    eprintln!("SKIPPED: cgroups are not writable on this machine (Node.status.cgroups is false)");
+    agent.stop().await.unwrap();
+    None
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cgroup_limits_are_applied_where_writable() {
     let c = Cluster::start().await;
-    let agent = c.spawn_agent(c.options("node-cg"));
-    let node = eventually("node with status", LONG, async || {
-        c.node("node-cg").await.filter(|n| n.status.is_some())
-    })
-    .await;
-    if !node.status.unwrap().cgroups {
-        eprintln!(
-            "SKIPPED: cgroups are not writable on this machine (Node.status.cgroups is false)"
-        );
-        agent.stop().await.unwrap();
-        return;
-    }
+    let Some(agent) = agent_with_cgroups(&c, "node-cg").await else { return };
     c.create("limited", "node-cg", json!({
         "command": app(&[]),
         "ports": [{ "name": "http", "port": 80 }],
@@ -518,18 +523,7 @@ async fn cgroup_limits_are_applied_where_writable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_memory_kills_are_reported() {
     let c = Cluster::start().await;
-    let agent = c.spawn_agent(c.options("node-oom"));
-    let node = eventually("node with status", LONG, async || {
-        c.node("node-oom").await.filter(|n| n.status.is_some())
-    })
-    .await;
-    if !node.status.unwrap().cgroups {
-        eprintln!(
-            "SKIPPED: cgroups are not writable on this machine (Node.status.cgroups is false)"
-        );
-        agent.stop().await.unwrap();
-        return;
-    }
+    let Some(agent) = agent_with_cgroups(&c, "node-oom").await else { return };
     c.create(
         "hog",
         "node-oom",
