@@ -142,27 +142,18 @@ impl fmt::Display for Unschedulable {
         }
         let cpu = |q: u64| Quantity::from_milli(q).to_string();
         let mem = |q: u64| Quantity::from_bytes_binary(q).to_string();
+        let lack = |what: &str, s: &Shortage, show: &dyn Fn(u64) -> String| {
+            let verb = if s.nodes == 1 { "lacks" } else { "lack" };
+            let (needs, free) = (show(s.needs), show(s.most_free));
+            format!("{} {verb} {what} (needs {needs}, most free {free})", s.nodes)
+        };
         // (count, fixed order for equal counts, text)
         let mut causes: Vec<(usize, u8, String)> = Vec::new();
-        if let Some(s) = self.lack_cpu {
-            let verb = if s.nodes == 1 { "lacks" } else { "lack" };
-            let text = format!(
-                "{} {verb} cpu (needs {}, most free {})",
-                s.nodes,
-                cpu(s.needs),
-                cpu(s.most_free)
-            );
-            causes.push((s.nodes, 0, text));
+        if let Some(s) = &self.lack_cpu {
+            causes.push((s.nodes, 0, lack("cpu", s, &cpu)));
         }
-        if let Some(s) = self.lack_memory {
-            let verb = if s.nodes == 1 { "lacks" } else { "lack" };
-            let text = format!(
-                "{} {verb} memory (needs {}, most free {})",
-                s.nodes,
-                mem(s.needs),
-                mem(s.most_free)
-            );
-            causes.push((s.nodes, 1, text));
+        if let Some(s) = &self.lack_memory {
+            causes.push((s.nodes, 1, lack("memory", s, &mem)));
         }
         let be = |n: usize| if n == 1 { "is" } else { "are" };
         if self.not_ready > 0 {
