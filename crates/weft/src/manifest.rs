@@ -25,6 +25,26 @@ impl Loaded {
             None => self.source.clone(),
         }
     }
+
+    /// Decodes, defaults and validates the object as the server will (in `namespace` when it
+    /// names none), so that a mistake is reported with the file and line it came from (exit 64).
+    pub fn normalize(
+        &self,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<(&'static weft_api::kinds::KindInfo, Value)> {
+        let mut value = self.value.clone();
+        if let (Some(ns), Some(meta)) =
+            (namespace, value.get_mut("metadata").and_then(|m| m.as_object_mut()))
+        {
+            meta.entry("namespace").or_insert_with(|| ns.into());
+        }
+        weft_api::kinds::normalize(value).map_err(|e| {
+            let what = weft_api::kinds::describe_raw(&self.value)
+                .map(|w| format!("{w}: "))
+                .unwrap_or_default();
+            exit::usage(format!("{}: {what}{}", self.origin(), e.message))
+        })
+    }
 }
 
 /// Reads every object from `paths` (`-` is stdin; directories give their `.yaml`, `.yml` and

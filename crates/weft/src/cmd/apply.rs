@@ -6,7 +6,6 @@ use weft_api::kinds;
 use weft_client::ClientError;
 
 use crate::connect::Connection;
-use crate::exit;
 use crate::manifest;
 
 #[derive(Debug, clap::Args)]
@@ -32,16 +31,7 @@ pub async fn run(conn: &Connection, args: ApplyArgs) -> anyhow::Result<()> {
     let loaded = manifest::load(&args.files, args.recursive)?;
     // Check locally first: the same validation the server runs, but errors can name the file.
     for l in &loaded {
-        let mut value = l.value.clone();
-        if let (Some(ns), Some(meta)) =
-            (&args.namespace, value.get_mut("metadata").and_then(|m| m.as_object_mut()))
-        {
-            meta.entry("namespace").or_insert_with(|| ns.clone().into());
-        }
-        if let Err(e) = kinds::normalize(value) {
-            let what = kinds::describe_raw(&l.value).map(|w| format!("{w}: ")).unwrap_or_default();
-            return Err(exit::usage(format!("{}: {what}{}", l.origin(), e.message)));
-        }
+        l.normalize(args.namespace.as_deref())?;
     }
     let client = conn.client()?;
     let objects: Vec<_> = loaded.iter().map(|l| l.value.clone()).collect();

@@ -358,10 +358,7 @@ fn load_autoscaler(path: &Path, args: &SimArgs) -> anyhow::Result<Scaler> {
     let mut scalers: Vec<(&Loaded, Autoscaler)> = Vec::new();
     let mut deployments: Vec<Deployment> = Vec::new();
     for l in &loaded {
-        let (info, value) = kinds::normalize(l.value.clone()).map_err(|e| {
-            let what = kinds::describe_raw(&l.value).map(|w| format!("{w}: ")).unwrap_or_default();
-            exit::usage(format!("{}: {what}{}", l.origin(), e.message))
-        })?;
+        let (info, value) = l.normalize(None)?;
         let decode_err =
             |e: weft_api::ApiError| exit::usage(format!("{}: {}", l.origin(), e.message));
         match info.kind {

@@ -244,10 +244,7 @@ fn load_manifests(files: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<mani
     }
     let loaded = manifest::load(files, recursive)?;
     for l in &loaded {
-        if let Err(e) = kinds::normalize(l.value.clone()) {
-            let what = kinds::describe_raw(&l.value).map(|w| format!("{w}: ")).unwrap_or_default();
-            return Err(exit::usage(format!("{}: {what}{}", l.origin(), e.message)));
-        }
+        l.normalize(None)?;
     }
     Ok(loaded)
 }
