@@ -82,6 +82,9 @@ pub(crate) struct Cluster {
     pub(crate) protocol: Protocol,
     pub(crate) lb: LoadBalancer<Ep>,
     pub(crate) policy: Arc<Policy>,
+    /// The Service behind an outbound or gateway cluster (namespace, name): what a request
+    /// held for it waits for (`hold`).
+    pub(crate) target: Option<crate::hold::ServiceId>,
     metrics: Arc<Metrics>,
     /// Created on first use: a dynamic sidecar knows every service of the cluster, and most
     /// are never called from this instance (no series for them).
@@ -104,10 +107,23 @@ impl Cluster {
             protocol,
             lb,
             policy,
+            target: None,
             metrics: metrics.clone(),
             svc: OnceLock::new(),
             local: OnceLock::new(),
         }
+    }
+
+    /// The cluster of a Service's port (outbound and gateway).
+    pub(crate) fn for_service(mut self, namespace: &str, name: &str) -> Cluster {
+        self.target = Some((namespace.to_string(), name.to_string()));
+        self
+    }
+
+    /// Whether the cluster has any endpoint, ejected or not.
+    #[inline]
+    pub(crate) fn has_endpoints(&self) -> bool {
+        !self.lb.endpoints().is_empty()
     }
 
     /// The service's metric handles.

@@ -27,6 +27,8 @@ mod defaults {
     pub const MAX_IDLE_PER_UPSTREAM: &str = "1024";
     pub const HTTP1: &str = "fast";
     pub const RUNTIME: &str = "per-core";
+    pub const HOLD_TIMEOUT: &str = "10s";
+    pub const HOLD_QUEUE: &str = "100";
 }
 
 /// Where `weft up` puts its gateway when not told otherwise (`weft proxy` has no default: a
@@ -159,6 +161,14 @@ pub struct ProxyArgs {
     /// own upstream pool) or `shared` (one work-stealing runtime over all worker threads).
     #[arg(long, value_name = "LAYOUT", default_value = defaults::RUNTIME)]
     pub runtime: String,
+    /// Sidecar and gateway: how long a request for a service with no instance (scaled to zero)
+    /// is held while one starts, at most its own timeout; then 503.
+    #[arg(long, value_name = "DURATION", default_value = defaults::HOLD_TIMEOUT)]
+    pub hold_timeout: String,
+    /// Sidecar and gateway: most requests held per service at once (more get 503 at once);
+    /// 0 holds none.
+    #[arg(long, value_name = "N", default_value = defaults::HOLD_QUEUE)]
+    pub hold_queue: String,
 }
 
 impl std::fmt::Debug for ProxyArgs {
@@ -210,6 +220,8 @@ impl Default for ProxyArgs {
             http1: defaults::HTTP1.into(),
             threads: None,
             runtime: defaults::RUNTIME.into(),
+            hold_timeout: defaults::HOLD_TIMEOUT.into(),
+            hold_queue: defaults::HOLD_QUEUE.into(),
         }
     }
 }
@@ -299,6 +311,8 @@ impl ProxyArgs {
                 "max-idle-per-upstream" => &mut out.max_idle_per_upstream,
                 "http1" => &mut out.http1,
                 "runtime" => &mut out.runtime,
+                "hold-timeout" => &mut out.hold_timeout,
+                "hold-queue" => &mut out.hold_queue,
                 _ => return None,
             };
             *slot = value;
@@ -415,6 +429,11 @@ pub struct Config {
     pub threads: usize,
     /// Runtime layout.
     pub runtime: RuntimeLayout,
+    /// Most time a request for a service with no endpoint is held (sidecar and gateway).
+    #[serde(serialize_with = "ser_duration")]
+    pub hold_timeout: Duration,
+    /// Most requests held per service; 0 holds none.
+    pub hold_queue: usize,
 }
 
 impl Config {
@@ -442,6 +461,8 @@ impl Config {
             http1_fast_path: true,
             threads: 1,
             runtime: RuntimeLayout::PerCore,
+            hold_timeout: Duration::from_secs(10),
+            hold_queue: 100,
         }
     }
 
@@ -528,6 +549,8 @@ impl Config {
             http1_fast_path,
             threads,
             runtime,
+            hold_timeout: parse_duration("hold-timeout", &args.hold_timeout)?,
+            hold_queue: parse_count("hold-queue", &args.hold_queue, 0, 1 << 20)?,
         };
         Ok(config)
     }
@@ -632,12 +655,13 @@ pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, Config
 }
 
 pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+/// `15s`, or `250ms` when not whole seconds (what [`parse_duration`] reads).
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        s.serialize_str(&format!("{}s", ms / 1000))
-    } else {
-        s.serialize_str(&format!("{ms}ms"))
-    }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 #[cfg(test)]

@@ -303,6 +303,25 @@ impl State {
     }
 }
 
+/// Asks the api server to start an instance of a service that has none (requests for it are
+/// held): `POST /api/v1/namespaces/{ns}/services/{name}/activate`.
+struct ApiActivator {
+    client: Client,
+}
+
+impl crate::hold::Activator for ApiActivator {
+    fn activate(&self, namespace: &str, service: &str) {
+        let client = self.client.clone();
+        let path = format!("/api/v1/namespaces/{namespace}/services/{service}/activate");
+        let what = format!("{namespace}/{service}");
+        tokio::spawn(async move {
+            if let Err(e) = client.call(http::Method::POST, &path, None).await {
+                eprintln!("weft proxy: asking the control plane to start service {what}: {e}");
+            }
+        });
+    }
+}
+
 /// Follows the api server and applies every change to `proxy`'s routes, forever (run it as a
 /// task; it ends only if the proxy is not a dynamic sidecar). Call [`read_instance`] first.
 pub async fn run(proxy: Arc<Proxy>) {
@@ -318,6 +337,7 @@ pub async fn run(proxy: Arc<Proxy>) {
             return;
         }
     };
+    proxy.set_activator(Arc::new(ApiActivator { client: client.clone() }));
     let follow = watcher::Config { mode: watcher::Mode::Auto, ..watcher::Config::default() };
     let services = watcher::watcher(client.clone(), &kinds::SERVICE, follow.clone())
         .map(|e| (Kind::Service, e));

@@ -121,6 +121,106 @@ impl Refusal {
     }
 }
 
+/// Routes a request like [`route`], but holds one for a service with no endpoint (scaled to
+/// zero) until an endpoint appears or the hold ends (`crate::hold`): the gateway, outbound and
+/// upstream-port listeners of a dynamic sidecar hold; inbound and plain listeners, and static
+/// configurations, never do.
+pub(crate) async fn route_or_hold(
+    proxy: &Proxy,
+    listener: &ListenerCtx,
+    req: &RequestView<'_>,
+    now: Instant,
+) -> Result<Routed, Refusal> {
+    let routed = route(proxy, listener, req, now)?;
+    let holds = matches!(
+        listener.kind,
+        ListenerKind::Outbound | ListenerKind::Upstream(_) | ListenerKind::Gateway
+    );
+    if !holds
+        || routed.cluster.has_endpoints()
+        || proxy.config.hold_queue == 0
+        || !proxy.holds.active()
+    {
+        return Ok(routed);
+    }
+    let Some(id) = routed.cluster.target.clone() else { return Ok(routed) };
+    // Boxed: the connection futures of the common path stay small.
+    Box::pin(hold(proxy, listener, req, now, routed, id)).await
+}
+
+#[cold]
+async fn hold(
+    proxy: &Proxy,
+    listener: &ListenerCtx,
+    req: &RequestView<'_>,
+    start: Instant,
+    routed: Routed,
+    id: crate::hold::ServiceId,
+) -> Result<Routed, Refusal> {
+    let cluster = routed.cluster.clone();
+    let timeout = proxy.config.hold_timeout.min(routed.timeout);
+    let deadline = start + timeout;
+    let direction = cluster.direction.as_str();
+    let mut ending =
+        HoldEnding { proxy, direction, service: &cluster.service, result: "cancelled" };
+    let mut place = match proxy.holds.enter(&id, proxy.config.hold_queue) {
+        Ok(p) => p,
+        Err(held) => {
+            ending.result = "queue_full";
+            let mut r = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::HoldQueueFull,
+                format!(
+                    "service {:?} has no ready instance and {held} requests are already waiting                      for one to start; try again shortly\n",
+                    cluster.service
+                ),
+            );
+            r.retry_after = Some(1);
+            r.cluster = Some(cluster.clone());
+            return Err(r);
+        }
+    };
+    drop(routed);
+    loop {
+        // Route again after taking the place: routes that changed in between are seen here,
+        // and later changes wake the wait below.
+        let routed = route(proxy, listener, req, Instant::now())?;
+        if routed.cluster.has_endpoints() {
+            ending.result = "released";
+            return Ok(routed);
+        }
+        if !place.changed(deadline.into()).await {
+            ending.result = "timeout";
+            let mut r = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::HoldTimeout,
+                format!(
+                    "service {:?} has no ready instance: held the request {} for one to start \
+                     (it may be scaling from zero, or failing to start; see `weft get inst`)\n",
+                    cluster.service,
+                    crate::config::format_duration(timeout),
+                ),
+            );
+            r.cluster = Some(cluster.clone());
+            return Err(r);
+        }
+    }
+}
+
+/// Counts how a hold ended, including a client that went away (the future dropped).
+struct HoldEnding<'a> {
+    proxy: &'a Proxy,
+    direction: &'static str,
+    service: &'a str,
+    result: &'static str,
+}
+
+impl Drop for HoldEnding<'_> {
+    fn drop(&mut self) {
+        self.proxy.metrics.held(self.direction, self.service, self.result);
+    }
+}
+
 /// Routes a request that came in on `listener`.
 pub(crate) fn route(
     proxy: &Proxy,

@@ -45,6 +45,7 @@ pub mod control;
 mod dispatch;
 mod drain;
 pub mod fuzzing;
+pub mod hold;
 mod http;
 mod listener;
 pub mod metrics;

@@ -80,6 +80,13 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeldLabels {
+    direction: &'static str,
+    service: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     direction: &'static str,
     service: String,
@@ -116,10 +123,14 @@ pub enum ErrorKind {
     Overloaded,
     /// Over the inbound rate limit (429).
     RateLimited,
+    /// Held for a service with no endpoint until the hold timeout (503).
+    HoldTimeout,
+    /// Refused because the service's hold queue was full (503).
+    HoldQueueFull,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 13] = [
+    const ALL: [ErrorKind; 15] = [
         ErrorKind::BadRequest,
         ErrorKind::HeaderTooLarge,
         ErrorKind::HeaderTimeout,
@@ -133,6 +144,8 @@ impl ErrorKind {
         ErrorKind::NoEndpoint,
         ErrorKind::Overloaded,
         ErrorKind::RateLimited,
+        ErrorKind::HoldTimeout,
+        ErrorKind::HoldQueueFull,
     ];
 
     /// The label value.
@@ -151,6 +164,8 @@ impl ErrorKind {
             ErrorKind::NoEndpoint => "no_endpoint",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::HoldTimeout => "hold_timeout",
+            ErrorKind::HoldQueueFull => "hold_queue_full",
         }
     }
 }
@@ -183,6 +198,7 @@ pub struct Metrics {
     retries: Family<ServiceLabels, Counter>,
     config_updates: Family<ResultLabels, Counter>,
     config_revision: Gauge,
+    held: Family<HeldLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -288,7 +304,15 @@ impl Metrics {
             "Store revision of the configuration being served (0: none yet)",
             config_revision.clone(),
         );
+        let held = Family::<HeldLabels, Counter>::default();
+        registry.register(
+            "weft_held_requests",
+            "Requests held for a service with no endpoint (scale from zero), by how the hold \
+             ended: released (to an endpoint), timeout, queue_full, or cancelled (client gone)",
+            held.clone(),
+        );
         Metrics {
+            held,
             registry,
             requests,
             grpc,
@@ -399,6 +423,12 @@ impl Metrics {
     pub(crate) fn retries(&self, direction: &'static str, service: &str) -> Counter {
         let l = ServiceLabels { direction, service: service.into() };
         self.retries.get_or_create(&l).clone()
+    }
+
+    /// A request held for `service` ended (`released`, `timeout`, `queue_full`, `cancelled`).
+    pub(crate) fn held(&self, direction: &'static str, service: &str, result: &'static str) {
+        let l = HeldLabels { direction, service: service.into(), result };
+        self.held.get_or_create(&l).inc();
     }
 
     /// A configuration update was applied (`true`) or rejected as invalid.

@@ -16,6 +16,7 @@ use crate::cluster::{Cluster, Ep};
 use crate::config::{Config, Direction};
 use crate::dispatch::{ListenerCtx, ListenerKind};
 use crate::drain::Drain;
+use crate::hold::{Activator, Holds};
 use crate::http::server::{Worker, serve_connection};
 use crate::listener::BindError;
 use crate::metrics::Metrics;
@@ -53,6 +54,8 @@ pub struct Proxy {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) mode: Mode,
     pub(crate) drain: Arc<Drain>,
+    /// Requests waiting for a service with no endpoint.
+    pub(crate) holds: Holds,
 }
 
 /// Listeners bound for a proxy (see [`Proxy::bind`]).
@@ -178,7 +181,13 @@ impl Proxy {
                 })
             }
         };
-        Arc::new(Proxy { config, metrics, mode, drain: Arc::new(Drain::default()) })
+        Arc::new(Proxy {
+            config,
+            metrics,
+            mode,
+            drain: Arc::new(Drain::default()),
+            holds: Holds::default(),
+        })
     }
 
     /// The effective configuration.
@@ -426,6 +435,13 @@ impl Proxy {
         }
         self.metrics.config_update(true);
         self.metrics.set_config_revision(desired.revision);
+        self.holds.routes_changed();
+    }
+
+    /// Sets who is asked to start an instance of a service that has none while requests for it
+    /// are held (dynamic sidecars and gateways ask the api server; see [`crate::hold`]).
+    pub fn set_activator(&self, activator: Arc<dyn Activator>) {
+        self.holds.set_activator(activator);
     }
 }
 

@@ -304,8 +304,10 @@ pub(crate) fn build(
                 Some(c) if c.lb.algorithm() == algorithm => c.lb.update(ids, now),
                 _ => LoadBalancer::new(algorithm, ids, now),
             };
-            let cluster =
-                Arc::new(Cluster::new(metrics, direction, &label, p.protocol, lb, policy.clone()));
+            let cluster = Arc::new(
+                Cluster::new(metrics, direction, &label, p.protocol, lb, policy.clone())
+                    .for_service(ns, name),
+            );
             snap.clusters.insert(ckey, cluster.clone());
             ports.push(PortRoute { port: p.port, name: p.name.clone(), cluster });
         }

@@ -74,6 +74,8 @@ pub enum Action<'a> {
     ManageTokens,
     /// Creating a token of this role (agents mint `proxy` tokens for their sidecars).
     CreateToken(Role),
+    /// Asking for a service at zero to be scaled up (proxies holding a request for it).
+    Activate,
 }
 
 impl Caller {
@@ -91,6 +93,7 @@ impl Caller {
             (Role::Agent, CreateToken(Role::Proxy)) => true,
             (_, CreateToken(_)) => false,
             (Role::Agent, Write(k) | WriteStatus(k) | Delete(k)) => is(k, &kinds::NODE),
+            (Role::Proxy, Activate) => true,
             (Role::Proxy, Read(k)) => {
                 is(k, &kinds::SERVICE) || is(k, &kinds::ENDPOINTS) || is(k, &kinds::INSTANCE)
             }
@@ -110,6 +113,7 @@ impl Caller {
             Action::Discover => "use discovery".to_string(),
             Action::ManageTokens => "manage tokens".to_string(),
             Action::CreateToken(r) => format!("create {r} tokens"),
+            Action::Activate => "activate services".to_string(),
         };
         let article = if matches!(self.role, Role::Admin | Role::Agent) { "an" } else { "a" };
         Err(ApiError::new(
@@ -373,6 +377,13 @@ mod tests {
         assert!(proxy.allowed(Action::Read(&kinds::ENDPOINTS)));
         assert!(!proxy.allowed(Action::Read(&kinds::DEPLOYMENT)));
         assert!(!proxy.allowed(Action::WriteStatus(&kinds::INSTANCE)));
+        assert!(proxy.allowed(Action::Activate));
+        assert!(!viewer.allowed(Action::Activate));
+        assert!(!agent.allowed(Action::Activate));
+        assert_eq!(
+            viewer.require(Action::Activate).unwrap_err().message,
+            "a viewer token may not activate services"
+        );
         assert!(!viewer.allowed(Action::ManageTokens));
         assert!(admin.allowed(Action::ManageTokens));
         let e = viewer.require(Action::Write(&kinds::SERVICE)).unwrap_err();

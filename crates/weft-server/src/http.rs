@@ -47,6 +47,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/namespaces/{ns}/{plural}/{name}/status", put(put_status))
         .route("/api/v1/namespaces/{ns}/instances/{name}/log", get(crate::logs::instance_log))
+        .route(
+            "/api/v1/namespaces/{ns}/services/{name}/activate",
+            post(crate::activate::activate_service),
+        )
         .route("/api/v1/{plural}", get(list_all))
         .route("/api/v1/{plural}/{name}", get(get_one).put(put_spec).delete(delete_one))
         .route("/api/v1/{plural}/{name}/status", put(put_status))

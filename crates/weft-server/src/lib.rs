@@ -6,6 +6,7 @@
 //! listener. [`http`] holds the routes, [`objects`] the api semantics (usable in-process by
 //! controllers), [`watch`] and [`cache`] the notify paths, [`auth`] tokens and roles.
 
+pub mod activate;
 pub mod auth;
 pub mod cache;
 pub mod error;

@@ -334,6 +334,29 @@ fn build() -> Value {
         } }),
     );
     paths.insert(
+        "/api/v1/namespaces/{ns}/services/{name}/activate".into(),
+        json!({ "post": {
+            "summary": "Ask for a service at zero instances to be scaled up (proxies holding a request call this)",
+            "parameters": [
+                param("ns", "path", dns_label(), "Namespace"),
+                param("name", "path", json!({ "type": "string" }), "Service name")
+            ],
+            "responses": with_errors(
+                Map::from_iter([("202".to_string(), json!({ "description": "Recorded (or an earlier request under a second old stands)", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "required": ["namespace", "service", "requestedAt", "recorded"],
+                    "properties": {
+                        "namespace": { "type": "string" },
+                        "service": { "type": "string" },
+                        "requestedAt": { "type": "string", "format": "date-time" },
+                        "recorded": { "type": "boolean" }
+                    }
+                } } } }))]),
+                &[400, 401, 403, 404, 409],
+            ),
+        } }),
+    );
+    paths.insert(
         "/api/v1/kinds".into(),
         json!({ "get": { "summary": "Discovery: the kinds and their JSON schemas", "responses": with_errors(json_ok("KindList", "The kinds"), &[401]) } }),
     );

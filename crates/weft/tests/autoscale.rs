@@ -3,7 +3,10 @@
 //! through the gateway, and the test follows, through the CLI, the scale-up the in-flight
 //! count asks for, the decisions it records (`weft describe`, `weft get as -o json`), and the
 //! way back to `minReplicas` once the load stops. An Autoscaler whose deployment does not
-//! exist says so in its status.
+//! exist says so in its status. With `minReplicas: 0` a deployment goes to zero without
+//! traffic, and the gateway holds the next request while it scales back from zero; one whose
+//! instances never become ready answers held requests 503 after the hold timeout, and the hold
+//! queue is bounded.
 
 mod common;
 
@@ -14,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::up::Up;
+use common::up::{Up, http_get};
 use serde_json::Value;
 
 /// Polls `f` every `period` until it returns `Some`, panicking with `what` (and the last thing
@@ -286,6 +289,70 @@ fn an_autoscaler_whose_deployment_does_not_exist_says_so() {
     assert!(!out.stdout.contains("Scaling decisions"), "{}", out.stdout);
     // Nothing was created or scaled on its behalf.
     assert!(up.items("deploy").is_empty());
+    let status = up.interrupt(Duration::from_secs(60));
+    assert!(status.success(), "weft up exit: {status}\n{}", up.log_text());
+}
+
+#[test]
+fn a_service_at_zero_is_scaled_up_by_the_first_request_which_the_gateway_holds_meanwhile() {
+    let zero = common::fixture("autoscale/zero.yaml");
+    let mut up =
+        Up::start(&["-f", zero.to_str().unwrap(), "--hold-timeout", "3s", "--hold-queue", "2"]);
+    // No traffic: pricing goes from 1 to 0 after the 2s grace, and its instance goes away.
+    poll("pricing scaled to zero", Duration::from_secs(60), PERIOD, |seen| {
+        let d = up.json(&["get", "deploy", "pricing"]);
+        let insts = up.items("inst");
+        let left = insts.iter().filter(|i| i["spec"]["deployment"] == "pricing").count();
+        *seen = format!("replicas {}, {left} instances", replicas(&d));
+        (replicas(&d) == 0 && left == 0).then_some(())
+    });
+
+    // The first request is held by the gateway, which asks for an instance; it is answered by
+    // that instance, well within the 3s hold timeout.
+    let started = Instant::now();
+    let (status, body) = http_get(&up.gateway, "/api/prices").unwrap();
+    let first = started.elapsed();
+    assert_eq!(status, 200, "{body}\n{}", up.log_text());
+    assert_eq!(replicas(&up.json(&["get", "deploy", "pricing"])), 1);
+    let svc = up.json(&["get", "svc", "pricing"]);
+    assert!(
+        svc["metadata"]["annotations"]["weft.dev/activation-requested"].is_string(),
+        "the activation request is on the Service: {svc}"
+    );
+    let out = up.cli(&["describe", "as", "pricing"]);
+    out.ok();
+    let rows = decision_rows(&out.stdout);
+    assert!(rows.iter().any(|r| r.contains("0 → 1") && r.contains("request arrived")), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("1 → 0") && r.contains("no traffic")), "{rows:?}");
+
+    // stuck: never ready. Three requests at once: the queue holds two, which get 503 after
+    // the 3s hold timeout; the third is refused at once.
+    let gateway = up.gateway.clone();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let gateway = gateway.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = http_get(&gateway, "/stuck").unwrap();
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    let mut answers: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    answers.sort_by_key(|(_, took)| *took);
+    let ((s0, b0), t0) = &answers[0];
+    assert_eq!(*s0, 503, "{b0}");
+    assert!(b0.contains("already waiting"), "queue full: {b0}");
+    assert!(*t0 < Duration::from_secs(3), "refused at once, not held: {t0:?}");
+    for ((s, b), took) in &answers[1..] {
+        assert_eq!(*s, 503, "{b}");
+        assert!(b.contains("\"stuck\" has no ready instance"), "{b}");
+        assert!(b.contains("3s"), "names the hold timeout: {b}");
+        assert!(*took >= Duration::from_millis(2900), "held for the timeout: {took:?}");
+    }
+    // The held requests asked for an instance: stuck was scaled to one, which never got ready.
+    assert_eq!(replicas(&up.json(&["get", "deploy", "stuck"])), 1);
+    eprintln!("scale from zero: the first request was answered {first:.1?} after it was sent");
     let status = up.interrupt(Duration::from_secs(60));
     assert!(status.success(), "weft up exit: {status}\n{}", up.log_text());
 }

@@ -5,7 +5,9 @@
 //! Dynamic mode: endpoints change → traffic follows without dropping connections or requests in
 //! flight; the server killed → the proxy keeps serving the last configuration; the server back →
 //! the proxy catches up. Gateway: Services' `spec.ingress` → outside requests reach the
-//! endpoints; an ingress changed → routing follows, requests in flight complete.
+//! endpoints; an ingress changed → routing follows, requests in flight complete. A service with
+//! no endpoint (scaled to zero): the sidecar holds the request, asks the server for an instance
+//! (the Service's activation annotation), and sends it on when endpoints appear.
 
 mod common;
 
@@ -286,6 +288,57 @@ fn dynamic_sidecar_follows_a_real_server_and_survives_its_absence() {
     let (status, body) = Client::connect(outbound).get("catalogue", "/").unwrap();
     assert_eq!(status, 503);
     assert_eq!(body, "no service \"catalogue\" in namespace \"default\" (known: catalog)\n");
+}
+
+#[test]
+fn a_dynamic_sidecar_holds_a_request_for_a_service_at_zero_and_asks_for_an_instance() {
+    let s = Server::start();
+    let token = s.create_token("proxy", None);
+    let a = upstream("A");
+    let inst = instance(closed_port());
+    assert_eq!(s.put_json("/api/v1/namespaces/default/instances/web-1", &inst).status, 201);
+    assert_eq!(s.put_json(&svc_path("catalog"), &catalog_service()).status, 201);
+    let none = json!({"apiVersion": "weft/v1", "kind": "Endpoints", "metadata": {"name": "catalog"},
+                      "spec": {"addresses": []}});
+    assert_eq!(s.put_json(ENDPOINTS, &none).status, 201);
+    let outbound = format!("127.0.0.1:{}", closed_port());
+    let admin = format!("127.0.0.1:{}", closed_port());
+    let p = ProxyProcess::start(&[
+        "--server",
+        &s.url,
+        "--token",
+        &token,
+        "--instance",
+        "web-1",
+        "--outbound",
+        &outbound,
+        "--admin",
+        &admin,
+        "--hold-timeout",
+        "20s",
+    ]);
+    wait_for("the proxy to be ready", Duration::from_secs(30), || {
+        let r = request(&admin, "GET", "/ready", None, &[], None).ok()?;
+        (r.status == 200).then_some(())
+    });
+    let outbound: SocketAddr = outbound.parse().unwrap();
+    let held = std::thread::spawn(move || Client::connect(outbound).get("catalog", "/"));
+    // The sidecar asked for an instance: the api recorded it on the Service (the proxy token
+    // may do that, and nothing more on Services).
+    wait_for("the activation request on the Service", Duration::from_secs(10), || {
+        let svc: Value = serde_json::from_str(&s.get(&svc_path("catalog")).text()).ok()?;
+        svc["metadata"]["annotations"]["weft.dev/activation-requested"].as_str().map(drop)
+    });
+    assert!(!held.is_finished(), "the request is held, not refused: {}", p.log());
+    // An instance becomes ready (the autoscaler and agent's part): the held request goes to it.
+    assert_eq!(s.put_json(ENDPOINTS, &catalog_endpoints(a.addr)).status, 200);
+    assert_eq!(held.join().unwrap().unwrap(), (200, "A".to_string()), "{}", p.log());
+    assert_eq!(
+        metric(&admin, "weft_held_requests_total", "result=\"released\""),
+        Some(1.0),
+        "{}",
+        p.log()
+    );
 }
 
 /// A Service in `ns` with an ingress (JSON), one port `http`.

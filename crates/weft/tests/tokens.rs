@@ -240,3 +240,42 @@ fn healthz_is_open_and_metrics_need_a_token() {
     let text = s.get("/metrics").text();
     assert!(text.contains(r#"route="unmatched",code="404"} 2"#), "{text}");
 }
+
+#[test]
+fn activating_a_service_is_for_proxies_recorded_once_a_second_and_checked() {
+    let s = Server::start();
+    let path = "/api/v1/namespaces/default/services/web/activate";
+    let proxy = s.create_token("proxy", None);
+    let viewer = s.create_token("viewer", None);
+    // No such service: 404, nothing written.
+    let m = s.call("POST", path, Some(&proxy), None).error(404, "NotFound");
+    assert!(m.contains("\"web\""), "{m}");
+    assert_eq!(s.put_json(&svc_path("web"), &service("web")).status, 201);
+    let before = s.get(&svc_path("web")).json();
+
+    let r = s.call("POST", path, Some(&proxy), None);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let first = r.json();
+    assert_eq!((first["service"].as_str(), first["recorded"].as_bool()), (Some("web"), Some(true)));
+    // Many proxies asking at once cost one write: an ask under a second old stands.
+    let again = s.call("POST", path, Some(&proxy), None).json();
+    assert_eq!(again["recorded"], false, "{again}");
+    assert_eq!(again["requestedAt"], first["requestedAt"]);
+    let after = s.get(&svc_path("web")).json();
+    assert_eq!(
+        after["metadata"]["annotations"]["weft.dev/activation-requested"],
+        first["requestedAt"]
+    );
+    // Only the annotation changed: same spec, same generation.
+    assert_eq!(after["spec"], before["spec"]);
+    assert_eq!(after["metadata"]["generation"], before["metadata"]["generation"]);
+
+    // Roles, queries and paths.
+    let m = s.call("POST", path, Some(&viewer), None).error(403, "Forbidden");
+    assert_eq!(m, "a viewer token may not activate services");
+    s.call("POST", path, None, None).error(401, "Unauthorized");
+    s.call("POST", &format!("{path}?now=1"), Some(&proxy), None).error(400, "BadRequest");
+    s.call("POST", "/api/v1/namespaces/Bad_NS/services/web/activate", Some(&proxy), None)
+        .error(400, "BadRequest");
+    s.call("GET", path, Some(&proxy), None).error(405, "MethodNotAllowed");
+}

@@ -8,6 +8,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::template::{PortRef, Protocol};
+
+/// Annotation the api server sets (RFC 3339, milliseconds) when a proxy holds a request for the
+/// service while it has no ready instance (`POST …/services/{name}/activate`); the autoscaler
+/// controller follows it to scale the service's deployments from zero at once.
+pub const ACTIVATION_ANNOTATION: &str = "weft.dev/activation-requested";
 use crate::duration::Duration;
 use crate::validate::{self, Validator};
 

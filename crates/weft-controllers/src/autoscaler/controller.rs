@@ -10,11 +10,18 @@ use weft_api::kinds::autoscaler::{AutoscalerStatus, Decision as DecisionRecord};
 use weft_api::{Autoscaler, Deployment, ErrorCode};
 use weft_autoscale::{Decision, MetricType, Policy, Requests, ScalerState, Time, Windows, decide};
 
+use weft_api::kinds::service::ACTIVATION_ANNOTATION;
+
 use super::status::{self, ABLE_TO_SCALE, SCALING_ACTIVE, condition};
+use crate::deployment::plan::DEPLOYMENT_LABEL;
 use crate::error::Error;
 use crate::runtime::{BY_DEPLOYMENT, Context, ObjectKey};
 
 pub const NAME: &str = "autoscaler";
+
+/// An activation request older than this is history, not a request (a controller starting
+/// next to an old annotation must not scale a deployment up from zero for it).
+const ACTIVATION_FRESH: Duration = Duration::from_secs(30);
 
 /// Tries of one replica write against concurrent writers (409) before leaving it to the next
 /// round, which decides again from what it then sees.
@@ -35,6 +42,8 @@ struct Scaler {
     last_scale_time: Option<String>,
     /// When status was last written (figures and messages refresh at most this often).
     written_at: Option<Time>,
+    /// The newest activation request (a Service annotation) already acted on.
+    activation_seen: Option<SystemTime>,
 }
 
 impl Scaler {
@@ -49,6 +58,7 @@ impl Scaler {
             decisions: st.decisions,
             last_scale_time: st.last_scale_time,
             written_at: None,
+            activation_seen: None,
         }
     }
 }
@@ -179,8 +189,16 @@ async fn reconcile(
     scaler.windows.prune(now);
     scaler.recorded.retain(|n, _| listed.iter().any(|(l, _)| l == n));
     let replicas = d.spec.replicas.max(0) as u32;
+    let requested = activation_requested(ctx, &d);
+    let poked = requested.is_some_and(|t| {
+        scaler.activation_seen.is_none_or(|seen| t > seen)
+            && wall.duration_since(t).unwrap_or_default() < ACTIVATION_FRESH
+    });
+    if poked {
+        scaler.activation_seen = requested;
+    }
     let obs =
-        scaler.windows.observe(now, replicas, listed.iter().map(|(n, r)| (n.as_str(), *r)), false);
+        scaler.windows.observe(now, replicas, listed.iter().map(|(n, r)| (n.as_str(), *r)), poked);
 
     // Decide, then act.
     let decision = decide(&mut scaler.state, &obs, &policy, now);
@@ -235,6 +253,21 @@ async fn reconcile(
         Some(e) => Err(e),
         None => wrote.map(drop),
     }
+}
+
+/// The newest activation request on a Service in the deployment's namespace that selects its
+/// instances (a proxy holds a request for it; see `weft-server`'s `activate`).
+fn activation_requested(ctx: &Context, d: &Deployment) -> Option<SystemTime> {
+    let ns = d.metadata.namespace_or_default();
+    let mut labels = d.spec.template.labels.clone();
+    labels.insert(DEPLOYMENT_LABEL.to_string(), d.metadata.name.clone());
+    ctx.services
+        .list()
+        .into_iter()
+        .filter(|s| s.metadata.namespace_or_default() == ns && !s.spec.selector.is_empty())
+        .filter(|s| s.spec.selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        .filter_map(|s| crate::time::parse(s.metadata.annotations.get(ACTIVATION_ANNOTATION)?))
+        .max()
 }
 
 fn status_due(written_at: Option<Time>, now: Time, period: Duration) -> bool {

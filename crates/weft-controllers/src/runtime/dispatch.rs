@@ -1,6 +1,7 @@
 //! Fan-out: which controller keys a change concerns. Runs on the watch task for every change,
 //! so it only queues keys; the work happens in the workers.
 
+use weft_api::kinds::service::ACTIVATION_ANNOTATION;
 use weft_api::{Deployment, Endpoints, Instance, Node, Service};
 
 use super::{BY_NODE, Change, Context, ObjectKey, lock};
@@ -16,6 +17,15 @@ pub(crate) fn deployment(ctx: &Context, change: &Change<Deployment>) {
 pub(crate) fn service(ctx: &Context, change: &Change<Service>) {
     for s in change.both().take(1) {
         ctx.queues.endpoints.add(ObjectKey::of(&**s));
+    }
+    // A proxy holds a request for this service and asks for an instance: the autoscalers
+    // decide now rather than after the next scrape round.
+    let requested = |s: &Option<std::sync::Arc<Service>>| {
+        s.as_ref().and_then(|s| s.metadata.annotations.get(ACTIVATION_ANNOTATION).cloned())
+    };
+    let new = requested(&change.new);
+    if new.is_some() && new != requested(&change.old) {
+        ctx.autoscale_tick.notify_one();
     }
 }
 

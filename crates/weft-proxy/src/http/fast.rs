@@ -985,7 +985,7 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
 
         let head = &buf[head_at..head_at + req.len];
         let view = req.view(head);
-        let routed = match dispatch::route(proxy, unrouted, &view, start) {
+        let routed = match dispatch::route_or_hold(proxy, unrouted, &view, start).await {
             Ok(r) => r,
             Err(refusal) => {
                 let close = req.close || ctx.activity.closing();

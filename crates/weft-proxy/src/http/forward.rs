@@ -59,8 +59,8 @@ pub(crate) async fn forward(
             authority: req.uri().authority().map(Authority::as_str).or(host),
             headers: Headers::Map(req.headers()),
         };
-        let proxy = &ex.ctx().worker.proxy;
-        match dispatch::route(proxy, &ex.ctx().listener, &view, start) {
+        let ctx = ex.ctx().clone();
+        match dispatch::route_or_hold(&ctx.worker.proxy, &ctx.listener, &view, start).await {
             Ok(r) => r,
             Err(refusal) => return Ok(ex.refuse(refusal)),
         }

@@ -70,6 +70,13 @@ pub struct UpArgs {
     /// How long to show progress for the applied workloads before giving the summary anyway
     #[arg(long, default_value = "3m", value_name = "DURATION")]
     pub wait: String,
+    /// Gateway: how long a request for a service scaled to zero is held while an instance
+    /// starts (then 503)
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub hold_timeout: String,
+    /// Gateway: most requests held per service scaled to zero (more get 503 at once)
+    #[arg(long, default_value = "100", value_name = "N")]
+    pub hold_queue: String,
 }
 
 /// A shutdown signal for one part, sent once.
@@ -113,6 +120,10 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
         }
         None => Default::default(),
     };
+    // The gateway's flags too (--hold-timeout, --hold-queue).
+    let probe = gateway_args(gateway_addr, "http://127.0.0.1:7070", "-", &args)
+        .map_err(|e| exit::usage(e.to_string()))?;
+    weft_proxy::Config::from_args(&probe).map_err(|e| exit::usage(e.to_string()))?;
     // Manifests are checked before anything starts, so a typo costs nothing.
     let manifests = load_manifests(&args.files, args.recursive)?;
 
@@ -168,7 +179,7 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
 
     let gateway_token = run_token(&client, Role::Proxy, GATEWAY_TOKEN).await?;
     let mut gateway_task = tokio::spawn(weft_proxy::run_until(
-        gateway_args(gateway_addr, &url, &gateway_token.0)?,
+        gateway_args(gateway_addr, &url, &gateway_token.0, &args)?,
         stop_front.signal(),
     ));
     let gateway_url = server::local_url(gateway_addr);
@@ -317,13 +328,30 @@ async fn run_token(
     Ok((created.token, created.info.id))
 }
 
-fn gateway_args(addr: SocketAddr, url: &str, token: &str) -> anyhow::Result<weft_proxy::ProxyArgs> {
+fn gateway_args(
+    addr: SocketAddr,
+    url: &str,
+    token: &str,
+    args: &UpArgs,
+) -> anyhow::Result<weft_proxy::ProxyArgs> {
     #[derive(Parser)]
     struct Gateway {
         #[command(flatten)]
         args: weft_proxy::ProxyArgs,
     }
-    let argv = ["proxy", "--gateway", &addr.to_string(), "--server", url, "--token", token];
+    let argv = [
+        "proxy",
+        "--gateway",
+        &addr.to_string(),
+        "--server",
+        url,
+        "--token",
+        token,
+        "--hold-timeout",
+        &args.hold_timeout,
+        "--hold-queue",
+        &args.hold_queue,
+    ];
     Gateway::try_parse_from(argv).map(|g| g.args).map_err(|e| {
         anyhow::anyhow!("gateway flags: {}", e.to_string().lines().next().unwrap_or(""))
     })
