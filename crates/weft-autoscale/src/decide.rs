@@ -356,11 +356,19 @@ pub fn decide(state: &mut ScalerState, obs: &Observation, policy: &Policy, now: 
         return done(state, min, Mode::Stable, Reason::BelowMin(min));
     }
 
-    let stable = propose(obs, policy, cur, false);
+    let stable = propose(obs, policy, cur, Figure::Stable);
     let mut burst = None;
     let mut triggered = false;
     if let Some(b) = policy.burst {
-        burst = propose(obs, policy, cur, true).best;
+        // The burst window's average triggers, or the newest rounds' (a step shows there a
+        // round or two before it moves the window's average enough); the larger sizes the
+        // surge.
+        let window = propose(obs, policy, cur, Figure::Burst).best;
+        let recent = propose(obs, policy, cur, Figure::Recent).best;
+        burst = match (window, recent) {
+            (Some(w), Some(r)) => Some(if r.replicas > w.replicas { r } else { w }),
+            (w, r) => w.or(r),
+        };
         if let Some(p) = &burst
             && f64::from(p.replicas) >= b.threshold * f64::from(cur)
         {
@@ -369,7 +377,9 @@ pub fn decide(state: &mut ScalerState, obs: &Observation, policy: &Policy, now: 
         }
     }
     let in_burst = state.in_burst(policy, now);
-    let surging = state.burst_at.is_some_and(|t| now < t + policy.burst_window());
+    // Burst mode scales up at once for as long as it lasts (as Knative's panic mode does): a
+    // surge that outgrows the first scale-up follows it without cooldown or rate policy.
+    let surging = in_burst;
     let mode = if in_burst { Mode::Burst } else { Mode::Stable };
     let (floor, max) = (policy.floor(), policy.max_replicas);
     let warm = stable.span >= policy.stable_window;
@@ -550,16 +560,29 @@ struct Proposals {
 }
 
 /// The proposals of the policy's metrics over one window.
-fn propose(obs: &Observation, policy: &Policy, cur: u32, burst: bool) -> Proposals {
+/// Which average of a reading a proposal is made from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Figure {
+    Stable,
+    Burst,
+    Recent,
+}
+
+fn propose(obs: &Observation, policy: &Policy, cur: u32, figure: Figure) -> Proposals {
     let mut out = Proposals { best: None, partial: false, span: Duration::MAX };
-    let window = if burst { policy.burst_window() } else { policy.stable_window };
     for t in &policy.metrics {
         let Some(r) = obs.reading(t.metric) else {
             out.partial = true;
             continue;
         };
         out.span = out.span.min(r.span);
-        let total = if burst { r.burst } else { r.stable };
+        let (total, window) = match figure {
+            Figure::Stable => (r.stable, policy.stable_window),
+            Figure::Burst => (r.burst, policy.burst_window()),
+            // Readings built without a recent figure carry the burst one.
+            Figure::Recent if r.recent_window.is_zero() => (r.burst, policy.burst_window()),
+            Figure::Recent => (r.recent, r.recent_window),
+        };
         let replicas = hpa_replicas(
             cur,
             r.reporting,

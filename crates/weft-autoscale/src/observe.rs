@@ -9,6 +9,10 @@ use weft_api::kinds::autoscaler::MetricType;
 use crate::Time;
 use crate::policy::Policy;
 
+/// Steps (scrape rounds) the recent figure averages: two, so that one noisy sample cannot size
+/// a surge alone.
+pub const RECENT_STEPS: usize = 2;
+
 pub(crate) const METRICS: [MetricType; 4] =
     [MetricType::Concurrency, MetricType::Rps, MetricType::Cpu, MetricType::Memory];
 
@@ -37,6 +41,12 @@ pub struct Reading {
     pub stable: f64,
     /// Total over instances, averaged over the burst (panic) window.
     pub burst: f64,
+    /// Total over instances, averaged over the newest [`RECENT_STEPS`] steps (`recent_window`):
+    /// what a surge is sized on, so that it follows a step at once instead of waiting for the
+    /// burst window's average to catch up.
+    pub recent: f64,
+    /// How far back `recent` reaches.
+    pub recent_window: Duration,
     /// How far back the data reaches within the stable window. The stable figure is trusted
     /// (for anything but bursts) only once this covers the whole window.
     pub span: Duration,
@@ -45,7 +55,22 @@ pub struct Reading {
 impl Reading {
     /// `reporting` instances whose values add up to `stable` and `burst`, with a full history.
     pub fn totals(reporting: u32, stable: f64, burst: f64) -> Reading {
-        Reading { reporting, missing: 0, stable, burst, span: Duration::MAX }
+        Reading {
+            reporting,
+            missing: 0,
+            stable,
+            burst,
+            recent: burst,
+            recent_window: Duration::ZERO,
+            span: Duration::MAX,
+        }
+    }
+
+    /// The same, with `recent` (a total, over `window`).
+    pub fn with_recent(mut self, recent: f64, window: Duration) -> Reading {
+        self.recent = recent;
+        self.recent_window = window;
+        self
     }
 
     /// `reporting` instances each averaging `stable` (and `burst`), with a full history.
@@ -249,6 +274,7 @@ impl Windows {
         obs.unready = unready.len() as u32;
         let steps = step_count(self.stable, self.resolution);
         let burst_steps = step_count(self.burst, self.resolution).min(steps);
+        let recent_steps = RECENT_STEPS.min(burst_steps);
         let mut sums = vec![0.0f64; steps];
         let mut seen = vec![false; steps];
         for metric in METRICS {
@@ -315,7 +341,15 @@ impl Windows {
             };
             obs.set(
                 metric,
-                Reading { reporting, missing, stable: avg(steps), burst: avg(burst_steps), span },
+                Reading {
+                    reporting,
+                    missing,
+                    stable: avg(steps),
+                    burst: avg(burst_steps),
+                    recent: avg(recent_steps),
+                    recent_window: self.resolution * recent_steps as u32,
+                    span,
+                },
             );
         }
         obs

@@ -381,22 +381,45 @@ fn no_scale_down_until_a_stable_window_passes_calm() {
 }
 
 #[test]
-fn a_surge_is_followed_at_once_for_a_burst_window() {
+fn a_surge_is_followed_at_once_for_as_long_as_burst_mode_lasts() {
     let p = bursty();
     let mut st = ScalerState::new();
     assert_eq!(decide(&mut st, &rps_obs2(5, 100.0, 400.0), &p, secs(0)).replicas, 20);
-    // Within the burst window (6 s) of the trigger, a further rise below the threshold still
-    // scales up at once ...
+    // In burst mode (a stable window, 60 s, after the trigger), a further rise below the
+    // threshold still scales up at once: within the burst window ...
     let d = decide(&mut st, &rps_obs2(20, 100.0, 150.0), &p, secs(3));
     assert_eq!(d.replicas, 30);
     assert!(matches!(d.reason, Reason::Burst { triggered: false, .. }), "{d:?}");
-    // ... after it, a rise below the threshold takes the normal path (here: the cooldown).
+    // ... and after it, past the 3-minute scale-up cooldown.
     let d = decide(&mut st, &rps_obs2(30, 150.0, 150.0), &p, secs(10));
-    assert_eq!((d.replicas, d.mode), (30, Mode::Burst));
+    assert_eq!((d.replicas, d.mode), (45, Mode::Burst));
+    assert!(matches!(d.reason, Reason::Burst { triggered: false, .. }), "{d:?}");
+    // Once burst mode is over, a rise takes the normal path (here: the cooldown).
+    let d = decide(&mut st, &rps_obs2(45, 150.0, 150.0), &p, secs(61));
+    assert_eq!((d.replicas, d.mode), (45, Mode::Stable));
     assert!(
         matches!(d.reason, Reason::Metrics { limit: Some(Limit::Cooldown { .. }), .. }),
         "{d:?}"
     );
+}
+
+#[test]
+fn the_newest_rounds_trigger_a_burst_and_size_it() {
+    let p = bursty();
+    let mut st = ScalerState::new();
+    // A step seen in the newest two rounds (400 per instance) before it moved the burst
+    // window's average much (150): burst at once, sized on the newest rounds.
+    let r = Reading::per_instance(5, 100.0, 150.0).with_recent(2000.0, secs(2));
+    let d = decide(&mut st, &Observation::new(5).with(MetricType::Rps, r), &p, secs(0));
+    assert_eq!((d.replicas, d.mode), (20, Mode::Burst));
+    let Reason::Burst { basis, triggered: true, .. } = d.reason else { panic!("{d:?}") };
+    assert_eq!(basis.window, secs(2), "{d}");
+    assert!(d.to_string().contains("over 2s"), "{d}");
+    // Newest rounds under the threshold do not trigger one.
+    let mut st = ScalerState::new();
+    let r = Reading::per_instance(5, 100.0, 100.0).with_recent(900.0, secs(2));
+    let d = decide(&mut st, &Observation::new(5).with(MetricType::Rps, r), &p, secs(0));
+    assert_eq!(d.mode, Mode::Stable, "{d}");
 }
 
 #[test]

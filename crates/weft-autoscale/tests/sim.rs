@@ -144,7 +144,8 @@ fn csv_and_svg() {
     assert_eq!(lines[0], "t,rps,weft_desired,weft_ready,hpa_desired,hpa_ready");
     assert_eq!(lines.len(), 61);
     assert_eq!(lines[1], "0,100.000,2,2,2,2");
-    assert!(lines[31].starts_with("30,1000.000,4,2,"), "{}", lines[31]);
+    // The first round after the step sizes on the newest rounds: 8 at once.
+    assert!(lines[31].starts_with("30,1000.000,8,2,"), "{}", lines[31]);
 
     let svg = chart_svg(&[&weft, &hpa], "10x step <demo>");
     assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
