@@ -23,6 +23,7 @@ fn policy() -> Policy {
             metric(MetricType::Cpu, None, Some(70)),
         ],
         behavior: Behavior::default(),
+        vertical: Default::default(),
     };
     Policy::from_spec(&spec, Requests { cpu_cores: Some(0.5), memory_bytes: None }).unwrap()
 }

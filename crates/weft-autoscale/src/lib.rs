@@ -22,6 +22,7 @@ pub use observe::{Observation, Reading, Windows};
 pub use policy::{Burst, MetricTarget, Policy, PolicyError, RatePolicy, Requests, Rules};
 pub use vertical::{
     Bounds, DecayingHistogram, VerticalConfig, VerticalRecommendation, VerticalRecommender,
+    outside_bounds,
 };
 pub use weft_api::kinds::autoscaler::{MetricType, PolicyType, SelectPolicy};
 

@@ -242,6 +242,12 @@ impl VerticalRecommender {
         self.memory.add(bump, 1.0, at);
     }
 
+    /// How many samples the recommendation rests on at `now` (decayed; the smaller of cpu and
+    /// memory): acting on a handful would size requests on a start-up blip.
+    pub fn samples(&self, now: Time) -> f64 {
+        self.cpu.weight(now).min(self.memory.weight(now))
+    }
+
     /// The recommendation at `now`; `None` until both cpu and memory have samples.
     pub fn recommend(&self, now: Time) -> Option<VerticalRecommendation> {
         let c = &self.config;
@@ -271,4 +277,16 @@ impl Default for VerticalRecommender {
     fn default() -> Self {
         VerticalRecommender::new(VerticalConfig::default())
     }
+}
+
+/// Whether requests of `cpu_cores` and `memory_bytes` (`None`: not set) should be replaced by
+/// `rec`'s targets: one is unset, or outside its recommended bounds. Requests within the bounds
+/// stay, so that small drifts of the recommendation do not restart instances.
+pub fn outside_bounds(
+    cpu_cores: Option<f64>,
+    memory_bytes: Option<f64>,
+    rec: &VerticalRecommendation,
+) -> bool {
+    let out = |v: Option<f64>, b: &Bounds| v.is_none_or(|v| v < b.lower || v > b.upper);
+    out(cpu_cores, &rec.cpu_cores) || out(memory_bytes, &rec.memory_bytes)
 }

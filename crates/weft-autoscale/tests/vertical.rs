@@ -5,7 +5,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use weft_autoscale::{DecayingHistogram, VerticalConfig, VerticalRecommender};
+use weft_autoscale::{
+    Bounds, DecayingHistogram, VerticalConfig, VerticalRecommendation, VerticalRecommender,
+    outside_bounds,
+};
 
 const DAY: u64 = 24 * 3600;
 
@@ -150,4 +153,40 @@ fn half_life_is_configurable() {
     let s = slow.recommend(secs(720)).unwrap().cpu_cores;
     assert!(bucket_of(s.lower, 0.115), "{s:?}");
     assert!(bucket_of(s.target, 1.15), "{s:?}");
+}
+
+#[test]
+fn requests_are_replaced_only_when_unset_or_outside_the_bounds() {
+    let b = |lower, target, upper| Bounds { lower, target, upper };
+    let rec = VerticalRecommendation {
+        cpu_cores: b(0.1, 0.2, 0.4),
+        memory_bytes: b(100.0, 200.0, 300.0),
+        oom_bumped: false,
+    };
+    assert!(!outside_bounds(Some(0.1), Some(300.0), &rec), "bounds are inclusive");
+    assert!(!outside_bounds(Some(0.3), Some(150.0), &rec));
+    assert!(outside_bounds(Some(0.05), Some(150.0), &rec), "starved cpu");
+    assert!(outside_bounds(Some(0.3), Some(301.0), &rec), "wasted memory");
+    assert!(outside_bounds(None, Some(150.0), &rec), "no cpu request");
+    assert!(outside_bounds(Some(0.3), None, &rec), "no memory request");
+}
+
+#[test]
+fn samples_count_the_scarcer_resource_and_decay() {
+    let mut r = VerticalRecommender::new(VerticalConfig {
+        half_life: Duration::from_secs(100),
+        ..VerticalConfig::default()
+    });
+    assert_eq!(r.samples(secs(0)), 0.0);
+    for i in 0..10 {
+        r.record_cpu(secs(i), 0.1);
+    }
+    r.record_memory(secs(9), 1e8);
+    assert!(within(r.samples(secs(9)), 1.0, 1e-9), "{}", r.samples(secs(9)));
+    for i in 10..40 {
+        r.record_memory(secs(i), 1e8);
+    }
+    // cpu is the scarcer: ten samples, decayed over 30 s of a 100 s half-life.
+    let cpu = r.samples(secs(39));
+    assert!(cpu > 7.0 && cpu < 9.0, "{cpu}");
 }

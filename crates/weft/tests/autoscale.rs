@@ -356,3 +356,70 @@ fn a_service_at_zero_is_scaled_up_by_the_first_request_which_the_gateway_holds_m
     let status = up.interrupt(Duration::from_secs(60));
     assert!(status.success(), "weft up exit: {status}\n{}", up.log_text());
 }
+
+#[test]
+fn vertical_auto_resizes_requests_from_usage_and_rolls_them_out() {
+    let vertical = common::fixture("autoscale/vertical.yaml");
+    let mut up = Up::start(&["-f", vertical.to_str().unwrap()]);
+    // Half a minute of samples, then one update: 512Mi requested, a few MiB used.
+    let d = poll(
+        "the recommended requests in the deployment",
+        Duration::from_secs(120),
+        PERIOD,
+        |seen| {
+            let d = up.json(&["get", "deploy", "pricing"]);
+            let a = up.json(&["get", "as", "pricing"]);
+            *seen = format!(
+                "requests {}\nvertical status {}",
+                d["spec"]["template"]["resources"], a["status"]["vertical"]
+            );
+            (d["spec"]["template"]["resources"]["requests"]["memory"] != "512Mi").then_some(d)
+        },
+    );
+    let a = up.json(&["get", "as", "pricing"]);
+    let v = &a["status"]["vertical"];
+    assert_eq!(v["mode"], "auto", "{v}");
+    assert!(v["lastUpdateTime"].is_string(), "{v}");
+    let requests = &d["spec"]["template"]["resources"]["requests"];
+    assert_eq!(requests["memory"], v["memory"]["target"], "{v}");
+    assert_eq!(requests["cpu"], v["cpu"]["target"], "{v}");
+    let mem = requests["memory"].as_str().unwrap();
+    let mib: u64 = mem.strip_suffix("Mi").and_then(|n| n.parse().ok()).expect(mem);
+    assert!((16..=64).contains(&mib), "a few MiB used, 16Mi at least: {mem}");
+    // The new requests roll out: the deployment's instance is replaced and ready again.
+    let out = up.cli(&["rollout", "status", "deploy", "pricing", "--timeout", "60s"]);
+    out.ok();
+    let insts = up.items("inst");
+    let inst = insts
+        .iter()
+        .find(|i| i["spec"]["deployment"] == "pricing" && i["spec"]["terminating"] != true)
+        .expect("a running instance");
+    assert_eq!(inst["spec"]["template"]["resources"]["requests"]["memory"], mem, "{inst}");
+    let out = up.cli(&["describe", "as", "pricing"]);
+    out.ok();
+    let line = out.stdout.lines().find(|l| l.starts_with("Vertical")).expect("a Vertical line");
+    assert!(line.contains("mode auto") && line.contains("recommends cpu"), "{line}");
+    assert!(line.contains(&format!("memory {mem}")), "{line}");
+    assert!(
+        ["requests set to", "within the recommended bounds", "next update"]
+            .iter()
+            .any(|m| line.contains(m)),
+        "{line}"
+    );
+
+    // Vertical auto on a deployment scaled horizontally on cpu would chase itself: refused whole.
+    let bad = up.dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&vertical)
+            .unwrap()
+            .replace("{ type: concurrency, target: 10 }", "{ type: cpu, targetUtilization: 70 }"),
+    )
+    .unwrap();
+    let out = up.cli(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("spec.vertical.mode"), "{}", out.stderr);
+    assert_eq!(up.json(&["get", "deploy", "pricing"])["spec"], d["spec"], "nothing written");
+    let status = up.interrupt(Duration::from_secs(60));
+    assert!(status.success(), "weft up exit: {status}\n{}", up.log_text());
+}

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::meta::Condition;
+use crate::quantity::Quantity;
 use crate::validate::{self, Validator};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -22,6 +23,62 @@ pub struct AutoscalerSpec {
     pub metrics: Vec<MetricSpec>,
     #[serde(default)]
     pub behavior: Behavior,
+    /// Vertical recommendations for the target's cpu and memory requests (always made; applied
+    /// only in mode `auto`).
+    #[serde(default)]
+    pub vertical: VerticalSpec,
+}
+
+/// How the target's requests are sized from what its instances use (the VPA).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerticalSpec {
+    /// `off` (default): recommend only, in status and `weft describe`; `auto`: write the
+    /// recommended requests into the deployment's template (a rolling restart) when the
+    /// current ones fall outside the recommended bounds.
+    #[serde(default)]
+    pub mode: VerticalMode,
+    /// Usage samples lose half their weight every this long.
+    #[serde(default = "default_half_life")]
+    pub half_life: Duration,
+    /// In mode `auto`: at most one rolling restart per this long.
+    #[serde(default = "default_update_interval")]
+    pub min_update_interval: Duration,
+}
+
+impl Default for VerticalSpec {
+    fn default() -> VerticalSpec {
+        VerticalSpec {
+            mode: VerticalMode::Off,
+            half_life: default_half_life(),
+            min_update_interval: default_update_interval(),
+        }
+    }
+}
+
+fn default_half_life() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn default_update_interval() -> Duration {
+    Duration::from_secs(600)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VerticalMode {
+    #[default]
+    Off,
+    Auto,
+}
+
+impl fmt::Display for VerticalMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VerticalMode::Off => "off",
+            VerticalMode::Auto => "auto",
+        })
+    }
 }
 
 fn one() -> i32 {
@@ -70,6 +127,22 @@ impl AutoscalerSpec {
             m.validate(v, &format!("spec.metrics[{i}]"));
         }
         self.behavior.validate(v);
+        let vert = &self.vertical;
+        v.check(!vert.half_life.is_zero(), "spec.vertical.halfLife", "must be more than 0s");
+        if vert.mode == VerticalMode::Auto
+            && let Some(m) =
+                self.metrics.iter().find(|m| matches!(m.kind, MetricType::Cpu | MetricType::Memory))
+        {
+            v.error(
+                "spec.vertical.mode",
+                format!(
+                    "auto changes the requests that the {} metric is measured against, so the \
+                     two would chase each other; scale horizontally on concurrency or rps, or \
+                     use vertical mode off",
+                    m.kind
+                ),
+            );
+        }
     }
 }
 
@@ -376,6 +449,38 @@ pub struct AutoscalerStatus {
     pub decisions: Vec<Decision>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The vertical recommendation and what was done with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertical: Option<VerticalStatus>,
+}
+
+/// Per-instance requests recommended from usage: below `lower` the instances are starved,
+/// above `upper` they waste.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerticalStatus {
+    pub mode: VerticalMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<RecommendedRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<RecommendedRange>,
+    /// Memory was raised after an instance was killed for running out of memory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_bumped: bool,
+    /// When mode `auto` last wrote requests into the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
+    /// One line for people: collecting, within bounds, applied, or why not.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RecommendedRange {
+    pub lower: Quantity,
+    pub target: Quantity,
+    pub upper: Quantity,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

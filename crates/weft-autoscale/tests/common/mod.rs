@@ -20,6 +20,7 @@ pub fn spec(min: i32, max: i32, metrics: Vec<MetricSpec>) -> AutoscalerSpec {
         max_replicas: max,
         metrics,
         behavior: Behavior::default(),
+        vertical: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ use weft_autoscale::{Decision, MetricType, Policy, Requests, ScalerState, Time, 
 use weft_api::kinds::service::ACTIVATION_ANNOTATION;
 
 use super::status::{self, ABLE_TO_SCALE, SCALING_ACTIVE, condition};
+use super::vertical::Vertical;
 use crate::deployment::plan::DEPLOYMENT_LABEL;
 use crate::error::Error;
 use crate::runtime::{BY_DEPLOYMENT, Context, ObjectKey};
@@ -44,6 +45,7 @@ struct Scaler {
     written_at: Option<Time>,
     /// The newest activation request (a Service annotation) already acted on.
     activation_seen: Option<SystemTime>,
+    vertical: Vertical,
 }
 
 impl Scaler {
@@ -59,6 +61,13 @@ impl Scaler {
             last_scale_time: st.last_scale_time,
             written_at: None,
             activation_seen: None,
+            vertical: Vertical::new(
+                &a.spec.vertical,
+                st.vertical
+                    .as_ref()
+                    .and_then(|v| v.last_update_time.as_deref())
+                    .and_then(crate::time::parse),
+            ),
         }
     }
 }
@@ -178,9 +187,11 @@ async fn reconcile(
                 seen.1 = r.at;
                 if let Some(c) = r.cpu_cores {
                     scaler.windows.record(&name, MetricType::Cpu, r.at, c);
+                    scaler.vertical.record_cpu(r.at, c);
                 }
                 if let Some(m) = r.memory_bytes {
                     scaler.windows.record(&name, MetricType::Memory, r.at, m);
+                    scaler.vertical.record_memory(r.at, m);
                 }
             }
         }
@@ -236,6 +247,11 @@ async fn reconcile(
             }
         }
     }
+    scaler.vertical.follow(&a.spec.vertical);
+    let listed_instances: Vec<&weft_api::Instance> = instances.iter().map(|i| &**i).collect();
+    scaler.vertical.record_ooms(&d, &listed_instances, now);
+    let in_burst = scaler.state.in_burst(&policy, now);
+    let vertical = scaler.vertical.step(ctx, &a.spec.vertical, &d, in_burst, now, wall).await;
     let next = AutoscalerStatus {
         current_replicas: replicas as i32,
         desired_replicas: decision.replicas as i32,
@@ -244,6 +260,7 @@ async fn reconcile(
         current_metrics: status::current_metrics(&obs, &policy),
         decisions: scaler.decisions.clone(),
         conditions: vec![able, status::scaling_active(&decision, &target)],
+        vertical: Some(vertical),
     };
     let wrote = write_status(ctx, a, &current, next, scaler.written_at, now, wall).await;
     if let Ok(true) = wrote {

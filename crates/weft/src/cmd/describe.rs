@@ -119,6 +119,7 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
             if get(o, &["status", "mode"]).is_string() {
                 line(&mut out, "Mode", text(o, &["status", "mode"]));
             }
+            line(&mut out, "Vertical", vertical_line(o));
             if let Some(t) = get(o, &["status", "lastScaleTime"]).as_str() {
                 line(&mut out, "Last scale", format!("{t} ({} ago)", output::age(t)));
             }
@@ -188,6 +189,31 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
         indent(&mut out, &output::table(&["AGO", "REPLICAS", "REASON"], &rows));
     }
     out
+}
+
+/// An autoscaler's vertical recommendation: mode, cpu and memory as `target (lower–upper)`,
+/// and what was done with it.
+fn vertical_line(o: &Value) -> String {
+    let mode = get(o, &["spec", "vertical", "mode"]).as_str().unwrap_or("off").to_string();
+    let v = get(o, &["status", "vertical"]);
+    let range = |r: &str| {
+        let r = get(v, &[r]);
+        r.is_object().then(|| {
+            format!("{} ({}–{})", text(r, &["target"]), text(r, &["lower"]), text(r, &["upper"]))
+        })
+    };
+    let mut parts = vec![format!("mode {mode}")];
+    match (range("cpu"), range("memory")) {
+        (Some(c), Some(m)) => parts.push(format!("recommends cpu {c}, memory {m}")),
+        _ => parts.push("no recommendation yet".into()),
+    }
+    if get(v, &["oomBumped"]).as_bool() == Some(true) {
+        parts.push("memory raised after an out-of-memory kill".into());
+    }
+    if let Some(m) = get(v, &["message"]).as_str() {
+        parts.push(m.to_string());
+    }
+    parts.join("; ")
 }
 
 /// An autoscaler's `status.currentMetrics`, per instance against the target: cpu and memory
