@@ -49,8 +49,9 @@ use crate::{KeyValue, Op, Precondition, Revision, Store, StoreError, TxnResult, 
 /// How keys are laid out and how long to wait, for [`Etcd::connect_with`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// Prepended to every key (for example `/clusters/a`); empty for none. Lists and watches
-    /// never see keys outside it.
+    /// Prepended to every key as is (for example `/clusters/a`); empty for none. Lists and
+    /// watches of a weft prefix starting with `/` see only keys under `{prefix}/`; an empty
+    /// weft prefix under `/a` would also see `/ab…` (as with etcd's own namespaces).
     pub prefix: String,
     /// How long connecting may take before etcd is declared unreachable.
     pub connect_timeout: Duration,
