@@ -312,6 +312,31 @@ async fn compaction_by_someone_else_makes_old_revisions_too_old() {
     }
 }
 
+/// A watch that broke with etcd and resumes into history compacted meanwhile: etcd cancels the
+/// resumed watch with its compaction point, and the stream ends with `Compacted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resuming_into_compacted_history_ends_with_compacted() {
+    let test = "a_watch_resuming_into_compacted_history_ends_with_compacted";
+    let Some(mut fx) = etcd(test) else { return };
+    let store = connect(&fx.etcd, "/rc").await;
+    let mut watch = store.watch("/w/", store.current_revision().await.unwrap()).await.unwrap();
+    let seen = put(&store, "/w/seen", "1").await;
+    assert_eq!(next_event(&mut watch).await.kv, seen);
+    // The watch is not polled from here on, so it only finds out it broke afterwards.
+    fx.etcd.kill();
+    fx.etcd.restart().expect("restart etcd");
+    put(&store, "/w/missed", "2").await;
+    let last = put(&store, "/elsewhere", "3").await;
+    store.compact(last.mod_revision).await.unwrap();
+    match next(&mut watch).await {
+        Some(Err(StoreError::Compacted { requested, compacted })) => {
+            assert_eq!((requested, compacted), (seen.mod_revision, last.mod_revision));
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(next(&mut watch).await.is_none(), "the stream ends after Compacted");
+}
+
 /// Dropping a watch stream cancels the watch on etcd (its watcher count goes back down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_watch_cancels_it_on_etcd() {
