@@ -17,7 +17,7 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum LocalEtcdError {
     #[error(
-        "etcd is not installed (no `{0}` on the PATH): install it (Debian: apt-get install \
+        "etcd is not installed ({0} not found): install it (Debian: apt-get install \
          etcd-server; CI does) or point WEFT_ETCD_BIN at the binary"
     )]
     NotInstalled(String),
@@ -44,13 +44,13 @@ impl LocalEtcd {
             return if path.is_file() {
                 Ok(path)
             } else {
-                Err(LocalEtcdError::NotInstalled(path.display().to_string()))
+                Err(LocalEtcdError::NotInstalled(format!("WEFT_ETCD_BIN={}", path.display())))
             };
         }
         let found = std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths).map(|dir| dir.join("etcd")).find(|p| p.is_file())
         });
-        found.ok_or_else(|| LocalEtcdError::NotInstalled("etcd".into()))
+        found.ok_or_else(|| LocalEtcdError::NotInstalled("`etcd` on the PATH".into()))
     }
 
     /// Starts etcd with its data and log under `dir` (which must exist), on two free
