@@ -1,8 +1,11 @@
-//! Throughput and latency of the embedded store, end to end through the `Store` trait.
+//! Throughput and latency of the store backends, end to end through the `Store` trait: the
+//! embedded store first, then (in the same run, on the same disk) etcd, with the same writers,
+//! readers and watchers, so the two can be compared.
 //!
-//! `cargo bench -p weft-store --bench store` (set `WEFT_BENCH_DIR` to put the database on a
+//! `cargo bench -p weft-store --bench store` (set `WEFT_BENCH_DIR` to put the databases on a
 //! specific disk; the default is the system temp dir). Every write is durable (fsync) and
-//! awaited before it counts.
+//! awaited before it counts. The etcd part starts its own single-member `etcd` (the binary on
+//! the `PATH` or `$WEFT_ETCD_BIN`), on loopback; `WEFT_BENCH_ETCD=0` skips it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use weft_store::embedded::{Embedded, Options};
+use weft_store::etcd::{Etcd, LocalEtcd};
 use weft_store::{Precondition, Revision, Store};
 
 const VALUE_SIZE: usize = 1024;
@@ -106,12 +110,107 @@ fn main() {
             );
         }
     });
+    runtime.block_on(async {
+        let tasks = 32;
+        let (reads, rate) = async_reads(&store, &keys, tasks, 4_000).await;
+        println!(
+            "point reads, {tasks} concurrent tasks on the runtime: {rate:>10.0} reads/s ({reads} reads)"
+        );
+    });
     runtime.block_on(store.close()).expect("close");
+
+    if std::env::var("WEFT_BENCH_ETCD").is_ok_and(|v| v == "0") {
+        println!("etcd: skipped (WEFT_BENCH_ETCD=0)");
+        return;
+    }
+    let etcd = match LocalEtcd::start(dir.path()) {
+        Ok(etcd) => etcd,
+        Err(e) => {
+            println!("etcd: skipped ({e})");
+            return;
+        }
+    };
+    let version = std::process::Command::new(LocalEtcd::binary().expect("etcd binary"))
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    println!(
+        "\nweft-store etcd benchmark, same run ({VALUE_SIZE} B values; single-member {version} on \
+         127.0.0.1, data in {})",
+        dir.path().display()
+    );
+    runtime.block_on(etcd_part(&etcd, &value));
+}
+
+/// The same measurements on etcd (no group-commit counters: etcd batches its own way).
+async fn etcd_part(etcd: &LocalEtcd, value: &Bytes) {
+    let store = Etcd::connect(&[etcd.endpoint()], "/bench").await.expect("connect to etcd");
+    writes(&store, "/warm/", 1, 200, value).await;
+    for (tasks, per_task) in [(1, 1_000), (32, 200), (128, 100)] {
+        let (elapsed, mut lat) =
+            writes(&store, &format!("/w{tasks}/"), tasks, per_task, value).await;
+        let n = tasks * per_task;
+        println!(
+            "durable writes, {tasks:>3} concurrent writers: {:>7.0} writes/s  latency p50 {:?} p99 {:?}",
+            n as f64 / elapsed.as_secs_f64(),
+            pct(&mut lat, 50.0),
+            pct(&mut lat, 99.0),
+        );
+    }
+    let (keys, _) = store.list("/w32/").await.expect("list");
+    let keys: Arc<Vec<String>> = Arc::new(keys.into_iter().map(|kv| kv.key).collect());
+    for tasks in [1, 32] {
+        let (reads, rate) = async_reads(&store, &keys, tasks, 40_000 / tasks).await;
+        println!(
+            "point reads, {tasks:>2} concurrent task(s) on the runtime: {rate:>10.0} reads/s ({reads} reads, linearizable)"
+        );
+    }
+    for (writers, per_writer) in [(1, 1_000), (32, 100)] {
+        let (mut a, mut p) = watch_latency(&store, writers, per_writer, value).await;
+        println!(
+            "watch delivery, {WATCHERS} watchers, {writers:>2} writer(s): ack→receipt p50 {:?} p99 {:?}; put call→receipt p50 {:?} p99 {:?}",
+            pct(&mut a, 50.0),
+            pct(&mut a, 99.0),
+            pct(&mut p, 50.0),
+            pct(&mut p, 99.0),
+        );
+    }
+}
+
+/// `tasks` tasks each reading `per_task` random keys one after another: (reads, reads/s).
+async fn async_reads<S: Store + Clone>(
+    store: &S,
+    keys: &Arc<Vec<String>>,
+    tasks: usize,
+    per_task: usize,
+) -> (usize, f64) {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (store, keys) = (store.clone(), keys.clone());
+            tokio::spawn(async move {
+                let mut x: usize = 0x9e37_79b9 + t;
+                for _ in 0..per_task {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let key = &keys[(x >> 33) % keys.len()];
+                    assert!(store.get(key).await.expect("get").is_some());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("reader task");
+    }
+    let n = tasks * per_task;
+    (n, n as f64 / started.elapsed().as_secs_f64())
 }
 
 /// `tasks` concurrent writers, each awaiting `per_task` puts of distinct keys one by one.
-async fn writes(
-    store: &Embedded,
+async fn writes<S: Store + Clone>(
+    store: &S,
     prefix: &str,
     tasks: usize,
     per_task: usize,
@@ -143,8 +242,8 @@ async fn writes(
 }
 
 /// Per event: (ack → receipt, put call → receipt), over all watchers.
-async fn watch_latency(
-    store: &Embedded,
+async fn watch_latency<S: Store + Clone>(
+    store: &S,
     writers: usize,
     per_writer: usize,
     value: &Bytes,

@@ -1,7 +1,7 @@
 //! A backend-independent conformance suite for [`Store`].
 //!
 //! The rest of weft relies on the contract, not on a backend, so the same checks must pass for
-//! every backend (embedded today, etcd later). Each case drives a store only through the trait
+//! every backend (embedded and etcd). Each case drives a store only through the trait
 //! and returns `Err(description)` instead of panicking, so a runner can report every failing
 //! case by name.
 //!
@@ -48,7 +48,7 @@ cases!(
     absent_and_exists,
     delete_semantics,
     txn_atomicity,
-    txn_same_key_ordering,
+    txn_key_once,
     list_snapshot,
     watch_from_start,
     watch_from_middle,
@@ -389,66 +389,70 @@ pub async fn txn_atomicity(store: Arc<dyn Store>, p: String) -> Result<(), Strin
     expect_marker_next(store, &mut [&mut watch], &format!("{p}marker"), "after txn events").await
 }
 
-/// Ops on the same key inside one transaction see each other, in order.
-pub async fn txn_same_key_ordering(store: Arc<dyn Store>, p: String) -> Result<(), String> {
+/// A transaction writes each key at most once (etcd's rule): naming a key twice is refused
+/// before anything is checked or written, whatever the ops and preconditions.
+pub async fn txn_key_once(store: Arc<dyn Store>, p: String) -> Result<(), String> {
     let store = &*store;
-    let k = format!("{p}k");
-    // Create then update within one txn: the second op sees the first.
-    let r = store
-        .txn(vec![put_op(&k, "1", Precondition::Absent), put_op(&k, "2", Precondition::Exists)])
-        .await
-        .ctx("create+update txn")?;
-    let last = r.results[1].clone().ok_or("missing result")?;
-    ensure_eq!(last.value, val("2"), "later put wins");
-    ensure_eq!(last.version, 2, "two writes in one txn make version 2");
-    ensure_eq!(last.create_revision, r.revision, "created in this txn");
-    ensure_eq!(
-        r.results[0].as_ref().map(|kv| kv.version),
-        Some(1),
-        "first put's result is the created state"
-    );
-    ensure_eq!(store.get(&k).await.ctx("get")?, Some(last.clone()), "stored state");
-
-    // CAS against the revision of an earlier op in the same txn.
-    let r2 = store
+    let (k, other) = (format!("{p}k"), format!("{p}other"));
+    let existing = put(store, &k, "0").await?;
+    let before = current(store).await?;
+    let twice: [Vec<Op>; 4] = [
+        vec![put_op(&k, "1", Precondition::None), put_op(&k, "2", Precondition::None)],
+        vec![delete_op(&k, Precondition::Exists), put_op(&k, "1", Precondition::Absent)],
+        vec![
+            put_op(&other, "x", Precondition::Absent),
+            put_op(&k, "1", Precondition::ModRevision(existing.mod_revision)),
+            delete_op(&k, Precondition::None),
+        ],
+        vec![delete_op(&k, Precondition::None), delete_op(&k, Precondition::None)],
+    ];
+    for (i, ops) in twice.into_iter().enumerate() {
+        match store.txn(ops).await {
+            Err(StoreError::DuplicateKey { key }) => ensure_eq!(key, k, "txn {i}: duplicate key"),
+            other => {
+                return Err(format!(
+                    "txn {i} names {k} twice: expected DuplicateKey, got {other:?}"
+                ));
+            }
+        }
+    }
+    // Duplicates are found before preconditions: a failing precondition on another key does
+    // not hide them.
+    let mixed = store
         .txn(vec![
-            put_op(&k, "3", Precondition::ModRevision(last.mod_revision)),
-            put_op(&k, "4", Precondition::ModRevision(last.mod_revision + 1)),
+            put_op(&other, "x", Precondition::Exists),
+            put_op(&k, "1", Precondition::None),
+            delete_op(&k, Precondition::None),
+        ])
+        .await;
+    ensure!(
+        matches!(mixed, Err(StoreError::DuplicateKey { .. })),
+        "duplicate keys with a failing precondition: expected DuplicateKey, got {mixed:?}"
+    );
+    ensure_eq!(current(store).await?, before, "refused transactions do not bump the revision");
+    ensure_eq!(
+        store.get(&k).await.ctx("get")?,
+        Some(existing),
+        "refused transactions wrote nothing"
+    );
+    ensure_eq!(
+        store.get(&other).await.ctx("get other")?,
+        None,
+        "refused transactions wrote nothing"
+    );
+
+    // Keys that merely share a prefix are distinct keys.
+    let r = store
+        .txn(vec![
+            put_op(&k, "1", Precondition::Exists),
+            put_op(&format!("{k}/child"), "c", Precondition::Absent),
+            delete_op(&format!("{k}x"), Precondition::None),
         ])
         .await
-        .ctx("chained CAS txn")?;
-    ensure_eq!(r2.revision, last.mod_revision + 1, "chained CAS revision");
-
-    // Delete then re-create: a new incarnation within the same txn.
-    let r3 = store
-        .txn(vec![delete_op(&k, Precondition::Exists), put_op(&k, "5", Precondition::Absent)])
-        .await
-        .ctx("delete+create txn")?;
-    let deleted = r3.results[0].clone().ok_or("delete result")?;
-    ensure_eq!(deleted.value, val("4"), "delete sees the latest value");
-    let recreated = r3.results[1].clone().ok_or("put result")?;
-    ensure_eq!(
-        (recreated.version, recreated.create_revision),
-        (1, r3.revision),
-        "re-created in the same txn"
-    );
-
-    // Put then delete: the key ends absent; a failing later op rolls back everything.
-    let r4 = store
-        .txn(vec![put_op(&k, "6", Precondition::None), delete_op(&k, Precondition::Exists)])
-        .await
-        .ctx("put+delete txn")?;
-    ensure_eq!(
-        r4.results[1].as_ref().map(|kv| kv.value.clone()),
-        Some(val("6")),
-        "delete result is the value put by the earlier op"
-    );
-    ensure_eq!(store.get(&k).await.ctx("get")?, None, "put+delete leaves nothing");
-    let r5 = store
-        .txn(vec![put_op(&k, "7", Precondition::Absent), put_op(&k, "8", Precondition::Absent)])
-        .await;
-    expect_precondition(r5, &k, Some(r4.revision + 1), "second create in the same txn")?;
-    ensure_eq!(store.get(&k).await.ctx("get")?, None, "failed txn wrote nothing");
+        .ctx("txn on prefix-sharing keys")?;
+    ensure_eq!(r.revision, before + 1, "one revision");
+    ensure_eq!(r.results.len(), 3, "one result per op");
+    ensure_eq!(r.results[2], None, "deleting an absent key");
     Ok(())
 }
 

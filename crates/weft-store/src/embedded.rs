@@ -307,6 +307,7 @@ impl Store for Embedded {
     }
 
     async fn txn(&self, ops: Vec<Op>) -> Result<TxnResult, StoreError> {
+        crate::check_distinct_keys(&ops)?;
         if ops.is_empty() {
             let revision = self.current_revision().await?;
             return Ok(TxnResult { revision, results: Vec::new() });

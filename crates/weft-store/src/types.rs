@@ -103,6 +103,12 @@ pub enum StoreError {
         "revision {requested} is compacted (history starts after revision {compacted}); re-list and watch again"
     )]
     Compacted { requested: Revision, compacted: Revision },
+    /// A transaction names the same key more than once (etcd refuses that too: "duplicate key
+    /// given in txn request"); nothing was written.
+    #[error(
+        "{key} appears more than once in one transaction; a transaction may write each key only once"
+    )]
+    DuplicateKey { key: String },
     /// A compaction was asked beyond the current revision.
     #[error("cannot compact to revision {requested}: current revision is {current}")]
     FutureRevision { requested: Revision, current: Revision },
@@ -113,6 +119,17 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Fails with `DuplicateKey` if a key appears twice in `ops` (every backend checks this first).
+pub(crate) fn check_distinct_keys(ops: &[Op]) -> Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(ops.len());
+    for op in ops {
+        if !seen.insert(op.key()) {
+            return Err(StoreError::DuplicateKey { key: op.key().to_string() });
+        }
+    }
+    Ok(())
+}
 
 /// The revisioned key-value store (DESIGN.md "Store").
 ///
@@ -128,7 +145,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
 
     /// All-or-nothing: if any precondition fails, nothing is written and the first failure
-    /// is returned. Ops on the same key apply in order.
+    /// is returned. Each key may appear at most once (as in etcd); otherwise the transaction
+    /// fails with `DuplicateKey` before anything is checked or written.
     async fn txn(&self, ops: Vec<Op>) -> Result<TxnResult>;
 
     /// The latest committed revision.

@@ -70,7 +70,7 @@ conformance_tests!(
     absent_and_exists,
     delete_semantics,
     txn_atomicity,
-    txn_same_key_ordering,
+    txn_key_once,
     list_snapshot,
     watch_from_start,
     watch_from_middle,
@@ -193,13 +193,13 @@ async fn a_failed_txn_writes_nothing_even_on_disk() {
             },
             weft_store::Op::Delete { key: "/f/existing".into(), precondition: Precondition::None },
             weft_store::Op::Put {
-                key: "/f/existing".into(),
+                key: "/f/missing".into(),
                 value: val("y"),
                 precondition: Precondition::Exists,
             },
         ])
         .await
-        .expect_err("a put Exists after deleting the key must fail");
+        .expect_err("a put Exists on an absent key must fail");
     assert!(matches!(err, StoreError::PreconditionFailed { .. }), "{err}");
     store.close().await.unwrap();
 

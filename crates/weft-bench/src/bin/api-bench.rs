@@ -1,7 +1,9 @@
 //! api-bench: durable writes/s, point reads/s and watch fan-out latency of a real `weft server`.
 //!
 //! Usage: cargo build --release -p weft -p weft-bench && target/release/api-bench
-//! (see --help). It starts its own server on a free port with a fresh data dir.
+//! (see --help). It starts its own server on a free port with a fresh data dir, on the embedded
+//! store or on etcd (`--backends embedded,etcd` runs the same parts on both, one after the other;
+//! for etcd it starts a single-member `etcd` itself unless `--store` names one).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +36,13 @@ struct Args {
     watchers: usize,
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Which stores to run the parts on, in order: embedded, etcd
+    #[arg(long, value_delimiter = ',', default_value = "embedded")]
+    backends: Vec<String>,
+    /// For the etcd backend: an existing etcd as weft server's --store takes it
+    /// (etcd://HOST:PORT[/PREFIX]) [default: a single-member etcd started here]
+    #[arg(long)]
+    store: Option<String>,
 }
 
 fn service(name: &str, note: &str) -> Vec<u8> {
@@ -51,18 +60,61 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let weft = args.weft.clone().unwrap_or_else(sibling_weft);
-    let server = WeftServer::start(&weft, &[]).context("starting weft server")?;
-    println!("weft server pid {} at {} ({})", server.pid(), server.url, weft.display());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("machine: {cpus} cpus; load generator runs on the same machine");
-    if args.only.iter().any(|o| o == "writes") {
-        writes(&server, args.write_clients, Duration::from_secs(args.write_secs)).await?;
-    }
-    if args.only.iter().any(|o| o == "reads") {
-        reads(&server, args.read_clients, Duration::from_secs(args.read_secs)).await?;
-    }
-    if args.only.iter().any(|o| o == "fanout") {
-        fanout(&server, args.watchers, args.rounds).await?;
+    for backend in &args.backends {
+        // Kept alive (and killed on drop) for the whole run on this backend.
+        let mut local_etcd = None;
+        let extra = match backend.as_str() {
+            "embedded" => Vec::new(),
+            "etcd" => {
+                let url = match &args.store {
+                    Some(url) => url.clone(),
+                    None => {
+                        let dir = tempfile::Builder::new().prefix("weft-bench-etcd-").tempdir()?;
+                        let etcd = weft_store::etcd::LocalEtcd::start(dir.path())
+                            .context("starting etcd for the etcd backend")?;
+                        let url = etcd.url();
+                        local_etcd = Some((etcd, dir));
+                        url
+                    }
+                };
+                vec!["--store".to_string(), url]
+            }
+            other => bail!("--backends: unknown backend {other:?} (embedded, etcd)"),
+        };
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let server = WeftServer::start(&weft, &extra).context("starting weft server")?;
+        println!(
+            "\n== {backend}: weft server pid {} at {} ({}){}",
+            server.pid(),
+            server.url,
+            weft.display(),
+            match &local_etcd {
+                Some((etcd, _)) =>
+                    format!("; etcd pid {} at {}", etcd.pid().unwrap_or(0), etcd.endpoint()),
+                None => String::new(),
+            }
+        );
+        if args.only.iter().any(|o| o == "writes") {
+            writes(&server, args.write_clients, Duration::from_secs(args.write_secs)).await?;
+        }
+        if args.only.iter().any(|o| o == "reads") {
+            reads(&server, args.read_clients, Duration::from_secs(args.read_secs)).await?;
+        }
+        if args.only.iter().any(|o| o == "fanout") {
+            fanout(&server, args.watchers, args.rounds).await?;
+        }
+        if let Some((etcd, _)) = &local_etcd
+            && let Some(pid) = etcd.pid()
+        {
+            println!(
+                "  etcd: cpu {:.1} s, rss {:.0} MiB",
+                cpu_seconds(pid).unwrap_or(0.0),
+                rss_mib(pid).unwrap_or(0.0)
+            );
+        }
+        drop(server);
     }
     Ok(())
 }

@@ -291,8 +291,8 @@ fn compact_history(txn: &redb::WriteTransaction, revision: Revision) -> Result<(
     Ok(())
 }
 
-/// Applies one transaction at `revision`: first plans every op against the current state plus
-/// the earlier ops of the same transaction (so a failing precondition leaves the tables
+/// Applies one transaction at `revision` (its keys are distinct, `Embedded::txn` checks): first
+/// plans every op against the current state (so a failing precondition leaves the tables
 /// untouched), then writes the final state of each touched key and one log entry per event.
 fn apply_txn(
     kv: &mut Table<&str, &[u8]>,

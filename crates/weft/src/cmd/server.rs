@@ -1,4 +1,5 @@
-//! `weft server`: the control plane's api server on an embedded store.
+//! `weft server`: the control plane's api server, on the embedded store in its data dir or on an
+//! etcd cluster (`--store etcd://…`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,13 +10,15 @@ use anyhow::Context;
 use weft_api::quantity::Quantity;
 use weft_server::{Limits, Server};
 use weft_store::embedded::Embedded;
+use weft_store::etcd::Etcd;
+use weft_store::{Store, StoreError};
 
 use crate::connect::{Connection, SERVER_FILE};
 use crate::exit::{self, Exit};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "The server keeps its store (store.redb), an admin token (admin.token) and its address (server)\nin the data dir; `weft get` and friends find the latter two there.\n\nExample:\n  weft server --data-dir /var/lib/weft --listen 127.0.0.1:7070"
+    after_help = "The server keeps its store (store.redb, unless --store names an etcd cluster), an admin token\n(admin.token) and its address (server) in the data dir; `weft get` and friends find the latter\ntwo there.\n\nExamples:\n  weft server --data-dir /var/lib/weft --listen 127.0.0.1:7070\n  weft server --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/weft-prod"
 )]
 pub struct ServerArgs {
     /// Address to serve the api on (use 0.0.0.0:7070 to accept other machines)
@@ -30,6 +33,73 @@ pub struct ServerArgs {
     /// How often an idle watch stream gets a bookmark
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub bookmark_interval: String,
+    /// Keep the state in an etcd cluster instead of the embedded store in the data dir:
+    /// etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (keys go under PREFIX, so clusters can share
+    /// one etcd)
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+}
+
+/// Where a server keeps its state, from `--store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreTarget {
+    /// `store.redb` in the data dir.
+    Embedded,
+    /// An etcd cluster; every key under `prefix`.
+    Etcd { endpoints: Vec<String>, prefix: String },
+}
+
+/// Parses `--store`: absent means the embedded store; otherwise
+/// `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`. Anything else is a usage error (exit 64).
+pub fn parse_store(url: Option<&str>) -> anyhow::Result<StoreTarget> {
+    let Some(url) = url else { return Ok(StoreTarget::Embedded) };
+    let usage = |why: String| {
+        exit::usage(format!(
+            "--store {url:?}: {why}; expected etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (leave \
+             --store out for the embedded store in the data dir)"
+        ))
+    };
+    let Some(rest) = url.strip_prefix("etcd://") else {
+        return Err(usage("only etcd:// URLs are supported".into()));
+    };
+    let (hosts, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut endpoints = Vec::new();
+    for host in hosts.split(',') {
+        let Some((name, port)) = host.rsplit_once(':') else {
+            return Err(usage(format!("{host:?} has no port")));
+        };
+        let ipv6 = name.len() > 2 && name.starts_with('[') && name.ends_with(']');
+        let plain =
+            !name.is_empty() && !name.contains(|c: char| c.is_whitespace() || "@?#[]".contains(c));
+        if !(ipv6 || plain) {
+            return Err(usage(format!("{host:?} is not HOST:PORT")));
+        }
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(usage(format!("the port of {host:?} is not a number from 1 to 65535")));
+        }
+        endpoints.push(host.to_string());
+    }
+    if prefix.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+        return Err(usage(format!("the key prefix {prefix:?} has spaces, '?' or '#'")));
+    }
+    Ok(StoreTarget::Etcd { endpoints, prefix: prefix.trim_end_matches('/').to_string() })
+}
+
+/// Opens the store `--store` names (the data dir must exist for the embedded one).
+pub async fn open(target: &StoreTarget, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    match target {
+        StoreTarget::Embedded => Ok(Arc::new(open_store(data_dir)?)),
+        StoreTarget::Etcd { endpoints, prefix } => {
+            let etcd = Etcd::connect(endpoints, prefix).await.map_err(|e| Exit {
+                code: exit::FAILURE,
+                message: match e {
+                    StoreError::Backend(message) => message,
+                    other => other.to_string(),
+                },
+            })?;
+            Ok(Arc::new(etcd))
+        }
+    }
 }
 
 /// Opens the data dir's store, refusing clearly when another server holds it.
@@ -146,21 +216,28 @@ pub async fn shutdown_signal() {
 pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     let addr = parse_listen(&args.listen)?;
     let limits = limits(&args)?;
+    let target = parse_store(args.store.as_deref())?;
     let data_dir: PathBuf = conn.data_dir();
     // Many watchers each hold a socket; the default soft limit of 1024 would cap them.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let store = open_store(&data_dir)?;
-    let server =
-        Server::start(Arc::new(store), limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
+    create_private_dir(&data_dir)?;
+    let store = open(&target, &data_dir).await?;
+    let server = Server::start(store, limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     server.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let listener = bind(addr, "api", "--listen").await?;
     let local = listener.local_addr().context("reading the bound address")?;
     let url = local_url(local);
     weft_server::auth::write_private(&data_dir.join(SERVER_FILE), &format!("{url}\n"))
         .with_context(|| format!("writing {}", data_dir.join(SERVER_FILE).display()))?;
-    tracing::info!(%url, data_dir = %data_dir.display(), "weft api server ready");
+    let store = match &target {
+        StoreTarget::Embedded => data_dir.join("store.redb").display().to_string(),
+        StoreTarget::Etcd { endpoints, prefix } => {
+            format!("etcd at {}, keys under {prefix:?}", endpoints.join(","))
+        }
+    };
+    tracing::info!(%url, data_dir = %data_dir.display(), %store, "weft api server ready");
     eprintln!(
-        "weft api server on {url}\n  data dir:    {}\n  admin token: {}\n  try:         weft get nodes{}",
+        "weft api server on {url}\n  store:       {store}\n  data dir:    {}\n  admin token: {}\n  try:         weft get nodes{}",
         data_dir.display(),
         data_dir.join(weft_server::auth::ADMIN_TOKEN_FILE).display(),
         if conn.data_dir.is_some() {
@@ -175,4 +252,49 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
         .context("serving the api")?;
     eprintln!("weft api server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etcd(endpoints: &[&str], prefix: &str) -> StoreTarget {
+        StoreTarget::Etcd {
+            endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(parse_store(None).unwrap(), StoreTarget::Embedded);
+        for (url, want) in [
+            ("etcd://127.0.0.1:2379", etcd(&["127.0.0.1:2379"], "")),
+            ("etcd://a:1,b:2,[::1]:3", etcd(&["a:1", "b:2", "[::1]:3"], "")),
+            ("etcd://etcd-0.local:2379/weft/prod/", etcd(&["etcd-0.local:2379"], "/weft/prod")),
+            ("etcd://h:2379/", etcd(&["h:2379"], "")),
+        ] {
+            assert_eq!(parse_store(Some(url)).unwrap(), want, "{url}");
+        }
+        for bad in [
+            "",
+            "http://127.0.0.1:2379",
+            "etcd://",
+            "etcd://127.0.0.1",
+            "etcd://:2379",
+            "etcd://h:0",
+            "etcd://h:65536",
+            "etcd://h:x",
+            "etcd://a:1,,b:2",
+            "etcd://user@h:1",
+            "etcd://h:1/with space",
+            "etcd://h:1/p?x=1",
+        ] {
+            let err = parse_store(Some(bad)).expect_err(bad);
+            let (code, line) = exit::classify(&err);
+            assert_eq!(code, exit::USAGE, "{bad}");
+            assert!(line.contains("expected etcd://HOST:PORT"), "{bad}: {line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
 }

@@ -1,0 +1,152 @@
+//! `weft server --store etcd://…` end to end: the real binary on a real etcd (one `etcd`
+//! process per test on free loopback ports, killed at the end), driven through the CLI and the
+//! raw api.
+//!
+//! Needs the `etcd` binary (Debian: `apt-get install etcd-server`; CI installs it). Without it
+//! the tests that need it fail saying so, unless `WEFT_SKIP_ETCD=1`, which skips them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use weft_store::Store;
+use weft_store::etcd::{Etcd, LocalEtcd};
+
+/// A running etcd and the temp dir holding its data.
+struct Fixture {
+    etcd: LocalEtcd,
+    _dir: tempfile::TempDir,
+}
+
+fn etcd(test: &str) -> Option<Fixture> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = LocalEtcd::for_test(dir.path(), test)?;
+    Some(Fixture { etcd, _dir: dir })
+}
+
+fn service_yaml(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: weft/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{ deployment: {name} }}\n  ports: [{{ name: http, port: {port} }}]\n"
+    )
+}
+
+/// `weft apply -f` of one Service through `server`'s CLI config.
+fn apply(server: &Server, name: &str, port: u16) {
+    let file = server.tmp.path().join(format!("{name}-{port}.yaml"));
+    std::fs::write(&file, service_yaml(name, port)).unwrap();
+    server.cli(&["apply", "-f", file.to_str().unwrap()]).ok();
+}
+
+/// `weft get svc NAME -o json`.
+fn get(server: &Server, name: &str) -> Value {
+    let out = server.cli(&["get", "svc", name, "-o", "json"]);
+    serde_json::from_str(&out.ok().stdout).expect("weft get -o json prints JSON")
+}
+
+fn port(service: &Value) -> u64 {
+    service["spec"]["ports"][0]["port"].as_u64().expect("a port")
+}
+
+#[test]
+fn weft_server_on_etcd_applies_gets_and_watches() {
+    let Some(fx) = etcd("weft_server_on_etcd_applies_gets_and_watches") else { return };
+    let url = format!("{}/weft-e2e", fx.etcd.url());
+    let a = Server::with_args(&["--store", &url]);
+    assert!(
+        a.log_text().contains("etcd at 127.0.0.1:"),
+        "banner names the store:\n{}",
+        a.log_text()
+    );
+
+    apply(&a, "catalog", 80);
+    let created = get(&a, "catalog");
+    assert_eq!((created["metadata"]["name"].as_str(), port(&created)), (Some("catalog"), 80));
+
+    // `weft get -w` lists, then follows changes.
+    let w = a.cli_stream(&["get", "svc", "-w", "-o", "name"]);
+    let line = |w: &CliStream| w.next_line(Duration::from_secs(20)).expect("a line from get -w");
+    assert_eq!(line(&w), "service/catalog");
+    apply(&a, "catalog", 81);
+    assert_eq!(line(&w), "service/catalog modified");
+    let updated = get(&a, "catalog");
+    assert_eq!(port(&updated), 81);
+    assert!(rv(&updated) > rv(&created));
+
+    // The state is in etcd, under the URL's prefix, at etcd's revision; not in the data dir.
+    assert!(!a.dir.join("store.redb").exists(), "no embedded store with --store etcd://");
+    let runtime = runtime();
+    let stored = runtime.block_on(async {
+        let store = Etcd::connect(&[fx.etcd.endpoint()], "/weft-e2e").await.expect("connect");
+        store.get("/registry/services/default/catalog").await.expect("get")
+    });
+    let stored = stored.expect("the service is in etcd");
+    assert_eq!(stored.mod_revision, rv(&updated), "resourceVersion is etcd's mod_revision");
+
+    // A second server on the same etcd (its own data dir) serves the same objects, and its
+    // watchers see writes made through the first.
+    let b = Server::with_args(&["--store", &url]);
+    assert_eq!(port(&get(&b, "catalog")), 81);
+    let mut watch = b.watch(&format!(
+        "/api/v1/namespaces/default/services?watch=true&resourceVersion={}",
+        rv(&updated)
+    ));
+    apply(&a, "catalog", 82);
+    let event = watch.next_change();
+    assert_eq!(event["type"], "MODIFIED", "{event}");
+    assert_eq!(port(&event["object"]), 82);
+    assert_eq!(line(&w), "service/catalog modified", "a's own watcher too");
+}
+
+/// etcd killed and restarted under a running server: the server's store watch resumes, so api
+/// watchers keep receiving changes; requests while etcd is down fail instead of hanging.
+#[test]
+fn api_watchers_survive_an_etcd_restart() {
+    let Some(mut fx) = etcd("api_watchers_survive_an_etcd_restart") else { return };
+    let s = Server::with_args(&["--store", &fx.etcd.url()]);
+    apply(&s, "catalog", 80);
+    let rv0 = rv(&get(&s, "catalog"));
+    let mut watch =
+        s.watch(&format!("/api/v1/namespaces/default/services?watch=true&resourceVersion={rv0}"));
+
+    fx.etcd.kill();
+    let file = s.tmp.path().join("down.yaml");
+    std::fs::write(&file, service_yaml("catalog", 90)).unwrap();
+    let down = s.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert_ne!(down.code, 0, "a write with etcd down must fail: {down:?}");
+    assert!(down.stderr.contains("etcd"), "the error names etcd: {}", down.stderr);
+    eprintln!("apply with etcd down: {}", down.stderr.trim());
+    fx.etcd.restart().expect("restart etcd");
+
+    apply(&s, "catalog", 81);
+    let event = watch.next_change();
+    assert_eq!(event["type"], "MODIFIED", "{event}");
+    assert_eq!(port(&event["object"]), 81);
+    assert_eq!(s.get("/healthz").status, 200);
+}
+
+#[test]
+fn bad_store_urls_exit_64_and_an_unreachable_etcd_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    for bad in
+        ["etcd://", "etcd://127.0.0.1", "etcd://h:0", "http://127.0.0.1:2379", "etcd://h:1/a b"]
+    {
+        let out =
+            weft(&["server", "--data-dir", dir, "--listen", "127.0.0.1:0", "--store", bad], None);
+        assert_eq!(out.code, 64, "{bad}: {out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{bad}: {}", out.stderr);
+        assert!(out.stderr.contains("expected etcd://HOST:PORT"), "{bad}: {}", out.stderr);
+    }
+    let url = format!("etcd://127.0.0.1:{}", closed_port());
+    let out =
+        weft(&["server", "--data-dir", dir, "--listen", "127.0.0.1:0", "--store", &url], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is unreachable") && out.stderr.contains("is etcd running?"),
+        "{}",
+        out.stderr
+    );
+}
