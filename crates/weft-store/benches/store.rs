@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use weft_store::embedded::{Embedded, Options};
+#[cfg(feature = "etcd")]
 use weft_store::etcd::{Etcd, LocalEtcd};
 use weft_store::{Precondition, Revision, Store};
 
@@ -119,11 +120,19 @@ fn main() {
     });
     runtime.block_on(store.close()).expect("close");
 
+    #[cfg(not(feature = "etcd"))]
+    println!("etcd: skipped (built without the etcd feature: --features etcd)");
+    #[cfg(feature = "etcd")]
+    etcd_bench(&runtime, dir.path(), &value);
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_bench(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, value: &Bytes) {
     if std::env::var("WEFT_BENCH_ETCD").is_ok_and(|v| v == "0") {
         println!("etcd: skipped (WEFT_BENCH_ETCD=0)");
         return;
     }
-    let etcd = match LocalEtcd::start(dir.path()) {
+    let etcd = match LocalEtcd::start(dir) {
         Ok(etcd) => etcd,
         Err(e) => {
             println!("etcd: skipped ({e})");
@@ -138,12 +147,13 @@ fn main() {
     println!(
         "\nweft-store etcd benchmark, same run ({VALUE_SIZE} B values; single-member {version} on \
          127.0.0.1, data in {})",
-        dir.path().display()
+        dir.display()
     );
-    runtime.block_on(etcd_part(&etcd, &value));
+    runtime.block_on(etcd_part(&etcd, value));
 }
 
 /// The same measurements on etcd (no group-commit counters: etcd batches its own way).
+#[cfg(feature = "etcd")]
 async fn etcd_part(etcd: &LocalEtcd, value: &Bytes) {
     let store = Etcd::connect(&[etcd.endpoint()], "/bench").await.expect("connect to etcd");
     writes(&store, "/warm/", 1, 200, value).await;

@@ -5,6 +5,7 @@
 //!
 //! Needs the `etcd` binary (Debian: `apt-get install etcd-server`; CI installs it). Without it
 //! every test fails saying so, unless `WEFT_SKIP_ETCD=1`, which skips them.
+#![cfg(feature = "etcd")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

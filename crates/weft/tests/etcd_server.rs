@@ -5,6 +5,8 @@
 //! Needs the `etcd` binary (Debian: `apt-get install etcd-server`; CI installs it). Without it
 //! the tests that need it fail saying so, unless `WEFT_SKIP_ETCD=1`, which skips them.
 
+#![cfg(feature = "etcd")]
+
 mod common;
 
 use std::time::Duration;

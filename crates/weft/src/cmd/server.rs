@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use weft_api::quantity::Quantity;
 use weft_server::{Limits, Server};
+use weft_store::Store;
 use weft_store::embedded::Embedded;
+#[cfg(feature = "etcd")]
 use weft_store::etcd::Etcd;
-use weft_store::{Store, StoreError};
 
 use crate::connect::{Connection, SERVER_FILE};
 use crate::exit::{self, Exit};
@@ -89,11 +90,18 @@ pub fn parse_store(url: Option<&str>) -> anyhow::Result<StoreTarget> {
 pub async fn open(target: &StoreTarget, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     match target {
         StoreTarget::Embedded => Ok(Arc::new(open_store(data_dir)?)),
+        #[cfg(not(feature = "etcd"))]
+        StoreTarget::Etcd { .. } => Err(exit::usage(
+            "--store etcd://…: this weft was built without the etcd backend; build it with \
+             `cargo build --release -p weft --features etcd` (needs protoc: apt-get install \
+             protobuf-compiler)",
+        )),
+        #[cfg(feature = "etcd")]
         StoreTarget::Etcd { endpoints, prefix } => {
             let etcd = Etcd::connect(endpoints, prefix).await.map_err(|e| Exit {
                 code: exit::FAILURE,
                 message: match e {
-                    StoreError::Backend(message) => message,
+                    weft_store::StoreError::Backend(message) => message,
                     other => other.to_string(),
                 },
             })?;
