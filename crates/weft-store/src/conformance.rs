@@ -41,23 +41,33 @@ macro_rules! cases {
     };
 }
 
-cases!(
-    revision_monotonic,
-    key_bookkeeping,
-    compare_and_swap,
-    absent_and_exists,
-    delete_semantics,
-    txn_atomicity,
-    txn_key_once,
-    list_snapshot,
-    watch_from_start,
-    watch_from_middle,
-    watch_live,
-    watch_dedupe_history_to_live,
-    watch_compacted,
-    compact_semantics,
-    concurrent_writers,
-);
+/// Calls macro `$m` with the name of every conformance case, in order: one list for the
+/// suite here and for the backends' test files, which turn each case into a `#[test]` of its
+/// own (`weft_store::for_each_conformance_case!(my_macro);`).
+#[macro_export]
+macro_rules! for_each_conformance_case {
+    ($m:ident) => {
+        $m!(
+            revision_monotonic,
+            key_bookkeeping,
+            compare_and_swap,
+            absent_and_exists,
+            delete_semantics,
+            txn_atomicity,
+            txn_key_once,
+            list_snapshot,
+            watch_from_start,
+            watch_from_middle,
+            watch_live,
+            watch_dedupe_history_to_live,
+            watch_compacted,
+            compact_semantics,
+            concurrent_writers,
+        );
+    };
+}
+
+for_each_conformance_case!(cases);
 
 /// Runs every case one after another against `store`, each under `{prefix}{case}/`, and
 /// reports all failures together.

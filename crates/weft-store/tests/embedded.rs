@@ -63,23 +63,7 @@ macro_rules! conformance_tests {
     };
 }
 
-conformance_tests!(
-    revision_monotonic,
-    key_bookkeeping,
-    compare_and_swap,
-    absent_and_exists,
-    delete_semantics,
-    txn_atomicity,
-    txn_key_once,
-    list_snapshot,
-    watch_from_start,
-    watch_from_middle,
-    watch_live,
-    watch_dedupe_history_to_live,
-    watch_compacted,
-    compact_semantics,
-    concurrent_writers,
-);
+weft_store::for_each_conformance_case!(conformance_tests);
 
 #[test]
 fn every_conformance_case_runs_here() {

@@ -167,6 +167,32 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// `weft proxy` as instance web-1's dynamic sidecar on `s`, with `extra` flags, once ready:
+/// (process, outbound address, admin address).
+fn dynamic_sidecar(s: &Server, token: &str, extra: &[&str]) -> (ProxyProcess, SocketAddr, String) {
+    let outbound = format!("127.0.0.1:{}", closed_port());
+    let admin = format!("127.0.0.1:{}", closed_port());
+    let mut args = vec![
+        "--server",
+        &s.url,
+        "--token",
+        token,
+        "--instance",
+        "web-1",
+        "--outbound",
+        &outbound,
+        "--admin",
+        &admin,
+    ];
+    args.extend_from_slice(extra);
+    let p = ProxyProcess::start(&args);
+    wait_for("the proxy to be ready", Duration::from_secs(30), || {
+        let r = request(&admin, "GET", "/ready", None, &[], None).ok()?;
+        (r.status == 200).then_some(())
+    });
+    (p, outbound.parse().unwrap(), admin)
+}
+
 /// The sidecar's own Instance; its template asks for a fixed local port to `catalog`.
 fn instance(upstream_port: u16) -> Value {
     json!({
@@ -226,25 +252,7 @@ fn dynamic_sidecar_follows_a_real_server_and_survives_its_absence() {
     assert_eq!(s.put_json(&svc_path("catalog"), &catalog_service()).status, 201);
     assert_eq!(s.put_json(ENDPOINTS, &catalog_endpoints(a.addr)).status, 201);
 
-    let outbound = format!("127.0.0.1:{}", closed_port());
-    let admin = format!("127.0.0.1:{}", closed_port());
-    let p = ProxyProcess::start(&[
-        "--server",
-        &s.url,
-        "--token",
-        &token,
-        "--instance",
-        "web-1",
-        "--outbound",
-        &outbound,
-        "--admin",
-        &admin,
-    ]);
-    wait_for("the proxy to be ready", Duration::from_secs(30), || {
-        let r = request(&admin, "GET", "/ready", None, &[], None).ok()?;
-        (r.status == 200).then_some(())
-    });
-    let outbound: SocketAddr = outbound.parse().unwrap();
+    let (p, outbound, admin) = dynamic_sidecar(&s, &token, &[]);
     let mut kept = Client::connect(outbound);
     assert_eq!(kept.get("catalog", "/").unwrap(), (200, "A".to_string()), "{}", p.log());
     // The Instance's template upstream: a local port that always means catalog.
@@ -301,27 +309,7 @@ fn a_dynamic_sidecar_holds_a_request_for_a_service_at_zero_and_asks_for_an_insta
     let none = json!({"apiVersion": "weft/v1", "kind": "Endpoints", "metadata": {"name": "catalog"},
                       "spec": {"addresses": []}});
     assert_eq!(s.put_json(ENDPOINTS, &none).status, 201);
-    let outbound = format!("127.0.0.1:{}", closed_port());
-    let admin = format!("127.0.0.1:{}", closed_port());
-    let p = ProxyProcess::start(&[
-        "--server",
-        &s.url,
-        "--token",
-        &token,
-        "--instance",
-        "web-1",
-        "--outbound",
-        &outbound,
-        "--admin",
-        &admin,
-        "--hold-timeout",
-        "20s",
-    ]);
-    wait_for("the proxy to be ready", Duration::from_secs(30), || {
-        let r = request(&admin, "GET", "/ready", None, &[], None).ok()?;
-        (r.status == 200).then_some(())
-    });
-    let outbound: SocketAddr = outbound.parse().unwrap();
+    let (p, outbound, admin) = dynamic_sidecar(&s, &token, &["--hold-timeout", "20s"]);
     let held = std::thread::spawn(move || Client::connect(outbound).get("catalog", "/"));
     // The sidecar asked for an instance: the api recorded it on the Service (the proxy token
     // may do that, and nothing more on Services).

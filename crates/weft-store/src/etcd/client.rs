@@ -111,6 +111,7 @@ impl CallError {
     /// The connection failed or etcd could not serve (as opposed to refusing the request).
     fn is_unreachable(&self) -> bool {
         /// gRPC status codes (`tonic::Code` as numbers).
+        const CANCELLED: i32 = 1;
         const UNKNOWN: i32 = 2;
         const DEADLINE_EXCEEDED: i32 = 4;
         const UNAVAILABLE: i32 = 14;
@@ -119,9 +120,12 @@ impl CallError {
             CallError::Etcd(etcd_client::Error::GRpcStatus(status)) => {
                 match i32::from(status.code()) {
                     UNAVAILABLE | DEADLINE_EXCEEDED => true,
-                    // h2 and connection failures surface as Unknown with a transport message.
-                    UNKNOWN => {
-                        let m = status.message().to_ascii_lowercase();
+                    // h2 and connection failures surface as Unknown with a transport message,
+                    // or as Cancelled ("operation was canceled: transport error: connection
+                    // closed") when etcd goes away while the request is on the wire.
+                    UNKNOWN | CANCELLED => {
+                        // With the causes: tonic keeps "transport error" in the source chain.
+                        let m = self.message().to_ascii_lowercase();
                         m.contains("transport")
                             || m.contains("connect")
                             || m.contains("broken pipe")
