@@ -35,5 +35,5 @@ mod client;
 mod local;
 
 #[cfg(feature = "etcd")]
-pub use client::{Etcd, Options};
+pub use client::{Etcd, Leadership, Options};
 pub use local::{LocalEtcd, LocalEtcdError};

@@ -402,3 +402,36 @@ async fn etcd_limits_fail_clearly() {
     assert!(rev2 > rev && listed.windows(2).all(|w| w[0].key < w[1].key));
     assert!(listed.iter().all(|kv| kv.mod_revision <= rev2));
 }
+
+/// Two candidates: one leads; when it resigns the other takes over at once; when the leader's
+/// etcd connection is cut (here: etcd stopped), it says it lost leadership within the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_one_at_a_time() {
+    let Some(mut fx) = etcd("leader_election_one_at_a_time") else { return };
+    let a = connect(&fx.etcd, "/le").await;
+    let b = connect(&fx.etcd, "/le").await;
+    let ttl = Duration::from_secs(3);
+    let lead_a = a.lead("controllers", "a", ttl).await.unwrap();
+    assert!(lead_a.holds());
+    // b campaigns and waits while a leads.
+    let b2 = b.clone();
+    let mut campaign = tokio::spawn(async move { b2.lead("controllers", "b", ttl).await });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(4), &mut campaign).await.is_err(),
+        "b must not lead while a does (a keeps its lease alive past the TTL)"
+    );
+    let started = std::time::Instant::now();
+    lead_a.resign().await;
+    let mut lead_b = tokio::time::timeout(Duration::from_secs(5), campaign)
+        .await
+        .expect("b leads once a resigned")
+        .unwrap()
+        .unwrap();
+    eprintln!("leadership moved {:?} after a resigned", started.elapsed());
+    // etcd gone: b stops counting itself the leader within two thirds of the TTL (+ slack).
+    fx.etcd.kill();
+    let t = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), lead_b.lost()).await.expect("lost");
+    assert!(!lead_b.holds());
+    assert!(t.elapsed() < ttl, "lost after {:?}, before the lease could expire", t.elapsed());
+}

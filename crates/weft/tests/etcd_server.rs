@@ -152,3 +152,50 @@ fn bad_store_urls_exit_64_and_an_unreachable_etcd_exits_1() {
         out.stderr
     );
 }
+
+/// Instances of deployment `web` that are not terminating.
+fn web_instances(s: &Server) -> usize {
+    let list = s.get("/api/v1/namespaces/default/instances").json();
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|i| i["spec"]["deployment"] == "web" && i["spec"]["terminating"] != true)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Two `weft server --controllers` on one etcd: exactly one runs the controllers (the
+/// deployment's instances are created once, not twice); SIGKILL it and the other takes over
+/// within seconds and acts (a scale-up is carried out).
+#[test]
+fn controllers_run_on_one_elected_server_and_fail_over() {
+    let Some(fx) = etcd("controllers_run_on_one_elected_server_and_fail_over") else { return };
+    let url = format!("{}/weft-ha", fx.etcd.url());
+    let mut a = Server::with_args(&["--store", &url, "--controllers"]);
+    wait_for("a to lead", Duration::from_secs(20), || {
+        a.log_text().contains("controllers: leading").then_some(())
+    });
+    let b = Server::with_args(&["--store", &url, "--controllers"]);
+    assert_eq!(b.put_json(&deploy_path("web"), &deployment("web", 2)).status, 201);
+    wait_for("2 instances", Duration::from_secs(20), || (web_instances(&b) == 2).then_some(()));
+    // b campaigns but does not lead while a does: no second set of instances, and no log.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(web_instances(&b), 2, "instances created twice?");
+    assert!(!b.log_text().contains("controllers: leading"), "{}", b.log_text());
+
+    let killed = std::time::Instant::now();
+    a.kill();
+    wait_for("b to lead", Duration::from_secs(15), || {
+        b.log_text().contains("controllers: leading").then_some(())
+    });
+    let failover = killed.elapsed();
+    let mut d = b.get(&deploy_path("web")).json();
+    d["spec"]["replicas"] = 3.into();
+    assert_eq!(b.put_json(&deploy_path("web"), &d).status, 200);
+    wait_for("3 instances", Duration::from_secs(20), || (web_instances(&b) == 3).then_some(()));
+    eprintln!("leader SIGKILLed; the other server led after {failover:?}");
+    assert!(failover < Duration::from_secs(10), "{failover:?}");
+}

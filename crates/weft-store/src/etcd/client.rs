@@ -1,6 +1,9 @@
 //! The etcd client side of the backend (built with the `etcd` feature).
 
+mod leader;
 mod watch;
+
+pub use leader::Leadership;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, PutOptions,
-    Txn, TxnOp, TxnOpResponse, WatchClient,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, ElectionClient, GetOptions,
+    KvClient, LeaseClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
 };
 
 use crate::{KeyValue, Op, Precondition, Revision, Store, StoreError, TxnResult, WatchStream};
@@ -53,6 +56,8 @@ pub struct Etcd {
 struct Inner {
     kv: KvClient,
     watch: WatchClient,
+    lease: LeaseClient,
+    election: ElectionClient,
     prefix: Vec<u8>,
     /// The endpoints as given, for messages.
     endpoints: String,
@@ -191,6 +196,8 @@ impl Etcd {
             inner: Arc::new(Inner {
                 kv: client.kv_client(),
                 watch: client.watch_client(),
+                lease: client.lease_client(),
+                election: client.election_client(),
                 prefix: options.prefix.as_bytes().to_vec(),
                 endpoints: shown.clone(),
                 options,

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod lead;
 pub mod logs;
 pub mod rollout;
 pub mod scale;

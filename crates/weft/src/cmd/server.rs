@@ -39,6 +39,11 @@ pub struct ServerArgs {
     /// one etcd)
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// Also run the controllers, scheduler and autoscaler here. With --store etcd://, give it
+    /// to several replicas: they elect one (an etcd lease) to run them, and another takes over
+    /// within seconds when it dies
+    #[arg(long)]
+    pub controllers: bool,
 }
 
 /// Where a server keeps its state, from `--store`.
@@ -231,7 +236,8 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     create_private_dir(&data_dir)?;
     let store = open(&target, &data_dir).await?;
     let server = Server::start(store, limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
-    server.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
+    let admin_token =
+        server.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let listener = bind(addr, "api", "--listen").await?;
     let local = listener.local_addr().context("reading the bound address")?;
     let url = local_url(local);
@@ -254,10 +260,23 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
             String::new()
         }
     );
-    server
-        .serve(listener, shutdown_signal(), Duration::from_secs(5))
-        .await
-        .context("serving the api")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let leader = if args.controllers {
+        let client =
+            weft_client::Client::new(&url, Some(admin_token)).context("the api address")?;
+        Some(tokio::spawn(super::lead::run(target.clone(), client, stop_rx)))
+    } else {
+        None
+    };
+    // Controllers stop (and resign) before the api does: they act through it.
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        if let Some(h) = leader {
+            let _ = h.await;
+        }
+    };
+    server.serve(listener, shutdown, Duration::from_secs(5)).await.context("serving the api")?;
     eprintln!("weft api server stopped");
     Ok(())
 }

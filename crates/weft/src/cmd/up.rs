@@ -140,6 +140,7 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
         max_body: "3Mi".into(),
         bookmark_interval: "10s".into(),
         store: None,
+        controllers: false,
     })?;
     let api =
         Server::start(Arc::new(store), limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
