@@ -22,7 +22,7 @@ On SIGTERM the agent leaves instances running and a restarted agent adopts them;
 --stop-on-exit it stops them all first.
 
 Examples:
-  weft agent --server http://10.0.0.1:7070 --token $AGENT_TOKEN
+  weft agent --join http://10.0.0.1:7070 --token $AGENT_TOKEN --address 10.0.0.2
   weft agent --name node-2 --address 10.0.0.2 --capacity cpu=4,memory=8Gi --reserved memory=1Gi
 
 Exit codes: 0 after a clean shutdown, 64 for bad flags, 1 otherwise.";
@@ -35,6 +35,10 @@ pub struct AgentArgs {
     /// its global `--server`/`WEFT_SERVER` (or a local server's data dir).
     #[arg(skip)]
     pub server: Option<String>,
+    /// The api server to join, e.g. http://10.0.0.1:7070 (the same as weft's global
+    /// `--server`; with `--token`, an agent-role token).
+    #[arg(long, value_name = "URL")]
+    pub join: Option<String>,
     /// An api token with the agent role (`weft token create --role agent`); from `weft`'s
     /// global `--token`/`WEFT_TOKEN`.
     #[arg(skip)]

@@ -15,7 +15,7 @@ pub fn agent_error(e: AgentError) -> anyhow::Error {
 pub async fn run(conn: &Connection, mut args: AgentArgs) -> anyhow::Result<()> {
     // Server, token and data dir are weft's global flags, found the way every command finds
     // them (flags, environment, then what a local server wrote in its data dir).
-    args.server = Some(conn.server_url());
+    args.server = Some(args.join.clone().unwrap_or_else(|| conn.server_url()));
     args.token = conn.token();
     args.data_dir = Some(conn.data_dir());
     let options = args.into_options().map_err(agent_error)?;

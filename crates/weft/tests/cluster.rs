@@ -1,0 +1,160 @@
+//! Several machines' worth of weft on one: `weft server --controllers` and two agents that
+//! join it over the network (`weft agent --join URL --token T --address IP`), each node on its
+//! own loopback address (127.0.0.1 and 127.0.0.2). A deployment spreads over both nodes; an
+//! agent that stops has its instances replaced on the other node after the heartbeat timeout
+//! (`node_grace`, 20 s).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+struct AgentProcess {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl AgentProcess {
+    /// With `stop_on_exit`, SIGTERM stops the node's instances and marks it NotReady; without,
+    /// it leaves them running and the node just goes silent (as a crashed machine would).
+    fn start(
+        server: &Server,
+        token: &str,
+        name: &str,
+        address: &str,
+        dir: &Path,
+        stop_on_exit: bool,
+    ) -> AgentProcess {
+        up::ensure_demo_binary();
+        let log = dir.with_extension(if stop_on_exit { "stop.log" } else { "log" });
+        let out = std::fs::File::create(&log).unwrap();
+        // Workloads find weft-demo by name, as on a machine where it is installed.
+        let bin_dir = Path::new(BIN).parent().unwrap();
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let child = Command::new(BIN)
+            .args(["--data-dir", dir.to_str().unwrap(), "--token", token, "agent"])
+            .args(["--join", &server.url, "--name", name, "--address", address])
+            .args(["--heartbeat", "1s", "--cgroups", "off"])
+            .args(stop_on_exit.then_some("--stop-on-exit"))
+            .env("PATH", path)
+            .env_remove("WEFT_SERVER")
+            .env_remove("WEFT_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn weft agent");
+        AgentProcess { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and wait for the exit.
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        wait_for("the agent to stop", Duration::from_secs(60), || {
+            self.child.try_wait().ok().flatten().map(drop)
+        });
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            for _ in 0..200 {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn web() -> Value {
+    json!({
+        "apiVersion": "weft/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "template": {
+            "command": ["weft-demo", "pricing"], "env": {"LOG": "warn"},
+            "ports": [{"name": "http", "port": 8080, "protocol": "http"}],
+            "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+            "readiness": {"http": {"path": "/healthz"}, "periodSeconds": 1}
+        }}
+    })
+}
+
+/// (node, address) of each ready, not terminating instance of `web`.
+fn ready_web(s: &Server) -> Vec<(String, String)> {
+    let list = s.get("/api/v1/namespaces/default/instances").json();
+    let mut out: Vec<(String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["spec"]["deployment"] == "web" && i["spec"]["terminating"] != true)
+        .filter(|i| i["status"]["ready"] == true)
+        .map(|i| {
+            (
+                i["spec"]["node"].as_str().unwrap_or("").to_string(),
+                i["status"]["address"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
+    let s = Server::with_args(&["--controllers"]);
+    let token = s.create_token("agent", None);
+    let tmp = tempfile::tempdir().unwrap();
+    let n2_dir = tmp.path().join("n2");
+    let _n1 = AgentProcess::start(&s, &token, "n1", "127.0.0.1", &tmp.path().join("n1"), true);
+    let mut n2 = AgentProcess::start(&s, &token, "n2", "127.0.0.2", &n2_dir, false);
+    wait_for("both nodes Ready", Duration::from_secs(30), || {
+        let nodes = s.get("/api/v1/nodes").json();
+        let ready =
+            nodes["items"].as_array()?.iter().filter(|n| n["status"]["ready"] == true).count();
+        (ready == 2).then_some(())
+    });
+    assert_eq!(s.put_json(&deploy_path("web"), &web()).status, 201);
+    // Spread: one instance per node, each on its node's address.
+    let placed = wait_for("an instance ready on each node", Duration::from_secs(60), || {
+        let r = ready_web(&s);
+        (r.len() == 2 && r[0].0 != r[1].0).then_some(r)
+    });
+    assert_eq!(
+        placed,
+        vec![("n1".into(), "127.0.0.1".into()), ("n2".into(), "127.0.0.2".into())],
+        "{}",
+        n2.log_text()
+    );
+
+    // n2's agent goes away without a word (its instance keeps running, heartbeats stop): after
+    // the heartbeat timeout its instance is replaced on n1.
+    n2.stop();
+    let stopped = std::time::Instant::now();
+    let moved = wait_for("both instances ready on n1", Duration::from_secs(90), || {
+        let r = ready_web(&s);
+        (r.len() == 2 && r.iter().all(|(n, _)| n == "n1")).then_some(r)
+    });
+    assert!(moved.iter().all(|(_, a)| a == "127.0.0.1"), "{moved:?}");
+    eprintln!("n2 silent: its instance replaced on n1 after {:?}", stopped.elapsed());
+    // Clean up what n2 left running: an agent on its data dir adopts it, and stops it on exit.
+    let mut again = AgentProcess::start(&s, &token, "n2", "127.0.0.2", &n2_dir, true);
+    wait_for("n2 back", Duration::from_secs(30), || {
+        let n = s.get("/api/v1/nodes/n2").json();
+        (n["status"]["ready"] == true).then_some(())
+    });
+    again.stop();
+}
