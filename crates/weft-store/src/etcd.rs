@@ -36,4 +36,4 @@ mod local;
 
 #[cfg(feature = "etcd")]
 pub use client::{Etcd, Leadership, Options};
-pub use local::{LocalEtcd, LocalEtcdError};
+pub use local::{LocalEtcd, LocalEtcdCluster, LocalEtcdError};

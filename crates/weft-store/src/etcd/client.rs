@@ -113,6 +113,12 @@ impl CallError {
         self.message().contains("required revision is a future revision")
     }
 
+    /// The request never left: no connection to the endpoint could be made.
+    fn never_sent(&self) -> bool {
+        let m = self.message().to_ascii_lowercase();
+        m.contains("tcp connect error") || m.contains("connection refused")
+    }
+
     /// The connection failed or etcd could not serve (as opposed to refusing the request).
     fn is_unreachable(&self) -> bool {
         /// gRPC status codes (`tonic::Code` as numbers).
@@ -355,6 +361,23 @@ impl Inner {
         }
     }
 
+    /// Like [`Inner::call`] for a request made by `make`, sent again (at most twice) when it
+    /// could not even be sent: with several endpoints, the client may first try a member that
+    /// just died, and a connection that was never made carried nothing, so resending is safe
+    /// for any request.
+    async fn call_again<T, Fut>(&self, mut make: impl FnMut() -> Fut) -> Result<T, CallError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            match self.call(make()).await {
+                Err(e) if tries < 2 && e.never_sent() => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
     /// The error for a failed call, saying what was being done.
     fn fail(&self, what: &str, err: CallError) -> StoreError {
         let detail = one_line(&err.message());
@@ -375,9 +398,12 @@ impl Inner {
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let mut kv = self.kv.clone();
         let resp = self
-            .call(kv.get(self.probe_key(), Some(GetOptions::new().with_count_only())))
+            .call_again(|| {
+                let mut kv = self.kv.clone();
+                let key = self.probe_key();
+                async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
             .await
             .map_err(|e| self.fail("reading the current revision", e))?;
         resp.header()
@@ -388,9 +414,13 @@ impl Inner {
     /// Whether the state at revision `r` (>= 1) can still be read, i.e. `r` is at or after the
     /// compaction point. Revisions in the future count as readable.
     async fn readable(&self, r: Revision) -> Result<bool, StoreError> {
-        let mut kv = self.kv.clone();
         let options = GetOptions::new().with_count_only().with_revision(etcd_revision(r.max(1)));
-        match self.call(kv.get(self.probe_key(), Some(options))).await {
+        let probe = || {
+            let mut kv = self.kv.clone();
+            let (key, options) = (self.probe_key(), options.clone());
+            async move { kv.get(key, Some(options)).await }
+        };
+        match self.call_again(probe).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_compacted() => Ok(false),
             Err(e) if e.is_future() => Ok(true),
@@ -433,9 +463,12 @@ impl Inner {
 impl Store for Etcd {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let inner = &*self.inner;
-        let mut kv = inner.kv.clone();
         let resp = inner
-            .call(kv.get(inner.key(key), None))
+            .call_again(|| {
+                let mut kv = inner.kv.clone();
+                let key = inner.key(key);
+                async move { kv.get(key, None).await }
+            })
             .await
             .map_err(|e| inner.fail(&format!("reading {key}"), e))?;
         resp.kvs().first().map(|kv| inner.kv(kv)).transpose()
@@ -458,8 +491,12 @@ impl Store for Etcd {
                 if at != 0 {
                     options = options.with_revision(at);
                 }
-                let mut kv = inner.kv.clone();
-                let resp = match inner.call(kv.get(from.clone(), Some(options))).await {
+                let page = || {
+                    let mut kv = inner.kv.clone();
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { kv.get(from, Some(options)).await }
+                };
+                let resp = match inner.call_again(page).await {
                     Ok(resp) => resp,
                     Err(e) if at != 0 && e.is_compacted() => continue 'attempt,
                     Err(e) => return Err(inner.fail(&what, e)),
@@ -533,9 +570,13 @@ impl Store for Etcd {
             });
         }
         let request = Txn::new().when(compares).and_then(writes).or_else(reads);
-        let mut kv = inner.kv.clone();
         let what = format!("a transaction on {}", ops[0].key());
-        let resp = inner.call(kv.txn(request)).await.map_err(|e| inner.fail(&what, e))?;
+        let send = || {
+            let mut kv = inner.kv.clone();
+            let request = request.clone();
+            async move { kv.txn(request).await }
+        };
+        let resp = inner.call_again(send).await.map_err(|e| inner.fail(&what, e))?;
         let rev = resp
             .header()
             .map(|h| revision(h.revision()))
@@ -600,8 +641,11 @@ impl Store for Etcd {
         if to > current {
             return Err(StoreError::FutureRevision { requested: to, current });
         }
-        let mut kv = inner.kv.clone();
-        match inner.call(kv.compact(etcd_revision(to), None)).await {
+        let compact = || {
+            let mut kv = inner.kv.clone();
+            async move { kv.compact(etcd_revision(to), None).await }
+        };
+        match inner.call_again(compact).await {
             Ok(_) => {
                 inner.note_compacted(to);
                 Ok(())

@@ -29,6 +29,9 @@ pub enum LocalEtcdError {
 #[derive(Debug)]
 pub struct LocalEtcd {
     binary: PathBuf,
+    /// The member name, and the whole cluster as etcd's `--initial-cluster` takes it.
+    name: String,
+    initial_cluster: Option<String>,
     data_dir: PathBuf,
     log: PathBuf,
     client_port: u16,
@@ -63,6 +66,8 @@ impl LocalEtcd {
             let (client_port, peer_port) = free_ports()?;
             let mut etcd = LocalEtcd {
                 binary: binary.clone(),
+                name: "weft-test".into(),
+                initial_cluster: None,
                 data_dir: dir.join("etcd-data"),
                 log: dir.join("etcd.log"),
                 client_port,
@@ -154,6 +159,12 @@ impl LocalEtcd {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
+        let log_len = self.launch()?;
+        self.wait_healthy(log_len)
+    }
+
+    /// Starts the process; returns how long its log was before (to show only the new part).
+    fn launch(&mut self) -> Result<u64, String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -164,13 +175,13 @@ impl LocalEtcd {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(&self.binary)
             .arg("--name")
-            .arg("weft-test")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .arg("--initial-cluster")
-            .arg(format!("weft-test={peer}"))
+            .arg(self.initial_cluster.clone().unwrap_or_else(|| format!("{}={peer}", self.name)))
             .args(["--logger", "zap", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -178,6 +189,10 @@ impl LocalEtcd {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
         self.child = Some(child);
+        Ok(log_len)
+    }
+
+    fn wait_healthy(&mut self, log_len: u64) -> Result<(), String> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -200,6 +215,56 @@ impl LocalEtcd {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+}
+
+/// A cluster of etcd members on loopback (three for a quorum that survives one loss), for tests
+/// of a store whose members come and go.
+#[derive(Debug)]
+pub struct LocalEtcdCluster {
+    pub members: Vec<LocalEtcd>,
+}
+
+impl LocalEtcdCluster {
+    /// Starts `n` members with data and logs under `dir` (which must exist), and waits until
+    /// every one is healthy.
+    pub fn start(dir: &Path, n: usize) -> Result<LocalEtcdCluster, LocalEtcdError> {
+        let binary = LocalEtcd::binary()?;
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            let (client_port, peer_port) = free_ports()?;
+            members.push(LocalEtcd {
+                binary: binary.clone(),
+                name: format!("m{i}"),
+                initial_cluster: None,
+                data_dir: dir.join(format!("etcd-m{i}")),
+                log: dir.join(format!("etcd-m{i}.log")),
+                client_port,
+                peer_port,
+                child: None,
+            });
+        }
+        let cluster: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        let cluster = cluster.join(",");
+        let mut lens = Vec::with_capacity(n);
+        for m in &mut members {
+            m.initial_cluster = Some(cluster.clone());
+            lens.push(m.launch().map_err(LocalEtcdError::Failed)?);
+        }
+        // A member is healthy only once a quorum has formed, so all start before any is awaited.
+        for (m, len) in members.iter_mut().zip(lens) {
+            m.wait_healthy(len).map_err(LocalEtcdError::Failed)?;
+        }
+        Ok(LocalEtcdCluster { members })
+    }
+
+    /// `etcd://A,B,C`, as `weft server --store` takes it.
+    pub fn url(&self) -> String {
+        let all: Vec<String> = self.members.iter().map(LocalEtcd::endpoint).collect();
+        format!("etcd://{}", all.join(","))
     }
 }
 
