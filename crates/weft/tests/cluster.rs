@@ -2,7 +2,7 @@
 //! join it over the network (`weft agent --join URL --token T --address IP`), each node on its
 //! own loopback address (127.0.0.1 and 127.0.0.2). A deployment spreads over both nodes; an
 //! agent that stops has its instances replaced on the other node after the heartbeat timeout
-//! (`node_grace`, 20 s).
+//! (`node_grace`, 20 s). With the control plane killed, running instances keep serving.
 
 mod common;
 
@@ -157,4 +157,23 @@ fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
         (n["status"]["ready"] == true).then_some(())
     });
     again.stop();
+
+    // Static stability: with the control plane gone, the running instances keep serving.
+    let list = s.get("/api/v1/namespaces/default/instances").json();
+    let public: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["spec"]["deployment"] == "web" && i["status"]["ready"] == true)
+        .map(|i| {
+            format!("{}:{}", i["status"]["address"].as_str().unwrap(), i["status"]["ports"]["http"])
+        })
+        .collect();
+    assert_eq!(public.len(), 2, "{list}");
+    let mut s = s;
+    s.kill();
+    for addr in &public {
+        let r = request(addr, "GET", "/api/prices", None, &[], None).expect("the instance answers");
+        assert_eq!(r.status, 200, "{addr}: {}", r.text());
+    }
 }
