@@ -9,6 +9,8 @@
 pub mod watcher;
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -94,10 +96,15 @@ fn encode_query(pairs: &[(&str, String)]) -> String {
     q
 }
 
-/// A handle on one api server. Cheap to clone; connections are pooled.
+/// A handle on an api server, or on several replicas of one (`http://a:7070,http://b:7070`):
+/// a request that cannot connect to the current one goes to the next, and clones share which
+/// one is current. Cheap to clone; connections are pooled.
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    /// As given (all replicas), for messages and for making more clients.
+    spec: String,
+    bases: Arc<[String]>,
+    current: Arc<AtomicUsize>,
     token: Option<String>,
     http: HyperClient<HttpConnector, Full<Bytes>>,
     timeout: Duration,
@@ -106,35 +113,53 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token.
-        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Client").field("base", &self.spec).finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// A client for the server at `base` (e.g. `http://127.0.0.1:7070`).
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7070`), or for replicas given
+    /// as a comma-separated list.
     pub fn new(base: &str, token: Option<String>) -> Result<Client> {
-        let base = base.trim_end_matches('/').to_string();
-        let uri: Uri = base.parse().map_err(|_| ClientError::InvalidUrl(base.clone()))?;
-        match uri.scheme_str() {
-            Some("http") if uri.host().is_some() => {}
-            Some("https") => {
-                return Err(ClientError::InvalidUrl(format!(
-                    "{base} (https is not supported yet)"
-                )));
+        let mut bases = Vec::new();
+        for one in base.split(',').map(str::trim) {
+            let one = one.trim_end_matches('/').to_string();
+            let uri: Uri = one.parse().map_err(|_| ClientError::InvalidUrl(one.clone()))?;
+            match uri.scheme_str() {
+                Some("http") if uri.host().is_some() => {}
+                Some("https") => {
+                    return Err(ClientError::InvalidUrl(format!(
+                        "{one} (https is not supported yet)"
+                    )));
+                }
+                _ => return Err(ClientError::InvalidUrl(one)),
             }
-            _ => return Err(ClientError::InvalidUrl(base)),
+            bases.push(one);
         }
+        let spec = bases.join(",");
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Client { base, token, http, timeout: Duration::from_secs(30) })
+        Ok(Client {
+            spec,
+            bases: bases.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+            token,
+            http,
+            timeout: Duration::from_secs(30),
+        })
     }
 
+    /// The server(s), as given (comma-separated when several).
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.spec
+    }
+
+    fn base(&self, i: usize) -> &str {
+        &self.bases[i % self.bases.len()]
     }
 
     /// Per-request timeout for ordinary calls (not watches or polls).
@@ -149,7 +174,8 @@ impl Client {
         path_and_query: &str,
         body: Option<(Bytes, &str)>,
     ) -> Result<Request<Full<Bytes>>> {
-        let mut b = Request::builder().method(method).uri(format!("{}{path_and_query}", self.base));
+        let base = self.base(self.current.load(Ordering::Relaxed));
+        let mut b = Request::builder().method(method).uri(format!("{base}{path_and_query}"));
         if let Some(t) = &self.token {
             b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -163,20 +189,57 @@ impl Client {
         b.body(body).map_err(|e| ClientError::Protocol(format!("building request: {e}")))
     }
 
+    /// Sends `req` (built for the current replica); when no connection could be made, to each
+    /// other replica in turn (nothing was sent, so any method may go again), making the one
+    /// that answers current.
     async fn send(
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
-        self.http.request(req).await.map_err(|e| {
-            use std::error::Error as _;
-            let mut reason = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                reason = s.to_string();
-                source = s.source();
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..self.bases.len() {
+            let i = start + k;
+            let base = self.base(i);
+            let mut b =
+                Request::builder().method(parts.method.clone()).uri(format!("{base}{path}"));
+            for (name, value) in &parts.headers {
+                b = b.header(name, value);
             }
-            ClientError::Unreachable { url: self.base.clone(), reason }
-        })
+            let req = b
+                .body(body.clone())
+                .map_err(|e| ClientError::Protocol(format!("building request: {e}")))?;
+            match self.http.request(req).await {
+                Ok(resp) => {
+                    if k > 0 {
+                        let _ = self.current.compare_exchange(
+                            start,
+                            i % self.bases.len(),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    let connect = e.is_connect();
+                    use std::error::Error as _;
+                    let mut reason = e.to_string();
+                    let mut source = e.source();
+                    while let Some(s) = source {
+                        reason = s.to_string();
+                        source = s.source();
+                    }
+                    last = Some(ClientError::Unreachable { url: base.to_string(), reason });
+                    if !connect {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Protocol("no api server to send to".into())))
     }
 
     /// Sends a request and reads the whole answer; non-2xx answers become `ClientError::Api`.

@@ -210,6 +210,32 @@ impl Auth {
         Ok(Caller { role: rec.role, token_id: rec.id.clone() })
     }
 
+    /// [`Auth::authenticate`], but a token this server's table does not know yet is looked up
+    /// in the store: one created through another server moments ago works here at once, not
+    /// only once the table's watch has caught up.
+    pub async fn authenticate_fresh(&self, token: Option<&str>) -> Result<Caller, ApiError> {
+        let first = self.authenticate(token);
+        let Some(id) = token.and_then(parse_id) else { return first };
+        let unknown = { !self.tokens.read().unwrap_or_else(|p| p.into_inner()).contains_key(id) };
+        if first.is_ok() || !unknown {
+            return first;
+        }
+        match self.store.get(&format!("{}{id}", keys::TOKENS)).await {
+            Ok(Some(kv)) => match serde_json::from_slice::<TokenRecord>(&kv.value) {
+                Ok(rec) => {
+                    self.tokens
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(id.to_string())
+                        .or_insert(rec);
+                    self.authenticate(token)
+                }
+                Err(_) => first,
+            },
+            _ => first,
+        }
+    }
+
     /// Creates a token; the returned secret is never stored.
     pub async fn create(
         &self,
@@ -340,7 +366,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 }
             }
         };
-        Ok(state.auth.authenticate(token)?)
+        Ok(state.auth.authenticate_fresh(token).await?)
     }
 }
 

@@ -6,80 +6,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::agent::AgentProcess;
 use common::*;
 use serde_json::{Value, json};
-
-struct AgentProcess {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl AgentProcess {
-    /// With `stop_on_exit`, SIGTERM stops the node's instances and marks it NotReady; without,
-    /// it leaves them running and the node just goes silent (as a crashed machine would).
-    fn start(
-        server: &Server,
-        token: &str,
-        name: &str,
-        address: &str,
-        dir: &Path,
-        stop_on_exit: bool,
-    ) -> AgentProcess {
-        up::ensure_demo_binary();
-        let log = dir.with_extension(if stop_on_exit { "stop.log" } else { "log" });
-        let out = std::fs::File::create(&log).unwrap();
-        // Workloads find weft-demo by name, as on a machine where it is installed.
-        let bin_dir = Path::new(BIN).parent().unwrap();
-        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let child = Command::new(BIN)
-            .args(["--data-dir", dir.to_str().unwrap(), "--token", token, "agent"])
-            .args(["--join", &server.url, "--name", name, "--address", address])
-            .args(["--heartbeat", "1s", "--cgroups", "off"])
-            .args(stop_on_exit.then_some("--stop-on-exit"))
-            .env("PATH", path)
-            .env_remove("WEFT_SERVER")
-            .env_remove("WEFT_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn weft agent");
-        AgentProcess { child, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and wait for the exit.
-    fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        wait_for("the agent to stop", Duration::from_secs(60), || {
-            self.child.try_wait().ok().flatten().map(drop)
-        });
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-            for _ in 0..200 {
-                if self.child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn web() -> Value {
     json!({
@@ -119,8 +50,8 @@ fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
     let token = s.create_token("agent", None);
     let tmp = tempfile::tempdir().unwrap();
     let n2_dir = tmp.path().join("n2");
-    let _n1 = AgentProcess::start(&s, &token, "n1", "127.0.0.1", &tmp.path().join("n1"), true);
-    let mut n2 = AgentProcess::start(&s, &token, "n2", "127.0.0.2", &n2_dir, false);
+    let _n1 = AgentProcess::start(&s.url, &token, "n1", "127.0.0.1", &tmp.path().join("n1"), true);
+    let mut n2 = AgentProcess::start(&s.url, &token, "n2", "127.0.0.2", &n2_dir, false);
     wait_for("both nodes Ready", Duration::from_secs(30), || {
         let nodes = s.get("/api/v1/nodes").json();
         let ready =
@@ -151,7 +82,7 @@ fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
     assert!(moved.iter().all(|(_, a)| a == "127.0.0.1"), "{moved:?}");
     eprintln!("n2 silent: its instance replaced on n1 after {:?}", stopped.elapsed());
     // Clean up what n2 left running: an agent on its data dir adopts it, and stops it on exit.
-    let mut again = AgentProcess::start(&s, &token, "n2", "127.0.0.2", &n2_dir, true);
+    let mut again = AgentProcess::start(&s.url, &token, "n2", "127.0.0.2", &n2_dir, true);
     wait_for("n2 back", Duration::from_secs(30), || {
         let n = s.get("/api/v1/nodes/n2").json();
         (n["status"]["ready"] == true).then_some(())

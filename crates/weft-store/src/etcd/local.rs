@@ -231,8 +231,10 @@ impl LocalEtcdCluster {
     pub fn start(dir: &Path, n: usize) -> Result<LocalEtcdCluster, LocalEtcdError> {
         let binary = LocalEtcd::binary()?;
         let mut members = Vec::with_capacity(n);
+        // All ports at once: ports found one pair at a time could repeat.
+        let ports = distinct_free_ports(2 * n)?;
         for i in 0..n {
-            let (client_port, peer_port) = free_ports()?;
+            let (client_port, peer_port) = (ports[2 * i], ports[2 * i + 1]);
             members.push(LocalEtcd {
                 binary: binary.clone(),
                 name: format!("m{i}"),
@@ -272,6 +274,18 @@ impl Drop for LocalEtcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `n` distinct free loopback ports (all bound at once, then released).
+fn distinct_free_ports(n: usize) -> Result<Vec<u16>, LocalEtcdError> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LocalEtcdError::Failed(format!("finding free ports: {e}")))?;
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| LocalEtcdError::Failed(format!("finding free ports: {e}")))
 }
 
 /// Two distinct free loopback ports.
