@@ -114,6 +114,11 @@ impl Cluster {
         }
     }
 
+    /// The metrics registry (mTLS counters).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The cluster of a Service's port (outbound and gateway).
     pub(crate) fn for_service(mut self, namespace: &str, name: &str) -> Cluster {
         self.target = Some((namespace.to_string(), name.to_string()));

@@ -23,6 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
+use crate::tls::{Conn, Mesh};
+
 use crate::cluster::Cluster;
 use crate::policy::{Limit, Policy};
 use crate::proxy::Proxy;
@@ -36,6 +38,8 @@ pub(crate) enum ConnectError {
     Timeout(SocketAddr),
     #[error("handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
+    #[error("mTLS handshake with {0}: {1}")]
+    Tls(SocketAddr, std::io::Error),
     /// A circuit-breaker limit refused a new connection (not the endpoint's fault).
     #[error("circuit breaker open: {} reached", .0.field())]
     Overloaded(Limit),
@@ -58,7 +62,7 @@ struct Idle {
 
 /// A raw upstream connection of the HTTP/1 fast path, with its read buffer.
 pub(crate) struct RawConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Conn,
     pub(crate) buf: Vec<u8>,
     since: Instant,
     _counted: Counted,
@@ -132,6 +136,8 @@ pub(crate) struct Pool {
     max_idle: usize,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+    /// mTLS to other sidecars (none when off).
+    mesh: Option<Arc<Mesh>>,
 }
 
 /// Keeps an upstream connection counted (gauge, breaker slot) until the connection is gone.
@@ -149,13 +155,16 @@ impl Drop for Counted {
     }
 }
 
-/// A new TCP connection to `addr`, counted in the cluster's upstream connection gauge and
-/// breaker until the returned guard is dropped (a pending slot is held while connecting).
+/// A new connection to `addr`, counted in the cluster's upstream connection gauge and breaker
+/// until the returned guard is dropped (a pending slot is held while connecting). With `mesh`
+/// (mTLS on) a connection to a Service's endpoint (another sidecar's inbound port) is mTLS,
+/// handshaken within the connect timeout.
 pub(crate) async fn connect_counted(
     addr: SocketAddr,
     cluster: &Arc<Cluster>,
     connect_timeout: Duration,
-) -> Result<(TcpStream, Counted), ConnectError> {
+    mesh: Option<&Mesh>,
+) -> Result<(Conn, Counted), ConnectError> {
     let policy = &cluster.policy;
     if !policy.acquire(Limit::Pending) {
         return Err(ConnectError::Overloaded(Limit::Pending));
@@ -169,17 +178,30 @@ pub(crate) async fn connect_counted(
             policy: policy.breaker.is_some().then(|| policy.clone()),
         };
         cluster.svc().upstream_connections.inc();
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        let tls = match (mesh, &cluster.target) {
+            (Some(m), Some(target)) if m.enabled() => Some((m, target)),
+            _ => None,
+        };
+        let connect = async {
+            let s = TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(addr, e))?;
+            let _ = s.set_nodelay(true);
+            match tls {
+                None => Ok(Conn::Tcp(s)),
+                Some((m, (ns, name))) => m
+                    .connect(s, ns, name, cluster.metrics())
+                    .await
+                    .map_err(|e| ConnectError::Tls(addr, e)),
+            }
+        };
+        match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(s)) => Ok((s, counted)),
-            Ok(Err(e)) => Err(ConnectError::Io(addr, e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ConnectError::Timeout(addr)),
         }
     }
     .await;
     policy.release(Limit::Pending);
-    let (stream, counted) = connected?;
-    let _ = stream.set_nodelay(true);
-    Ok((stream, counted))
+    connected
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -197,6 +219,7 @@ impl Pool {
             max_idle: cfg.max_idle_per_upstream,
             h1: http1::Builder::new(),
             h2: http2::Builder::new(TokioExecutor::new()),
+            mesh: cfg.mtls.mesh.clone(),
         }
     }
 
@@ -298,8 +321,8 @@ impl Pool {
         &self,
         addr: SocketAddr,
         cluster: &Arc<Cluster>,
-    ) -> Result<(TcpStream, Counted), ConnectError> {
-        connect_counted(addr, cluster, self.connect_timeout).await
+    ) -> Result<(Conn, Counted), ConnectError> {
+        connect_counted(addr, cluster, self.connect_timeout, self.mesh.as_deref()).await
     }
 
     /// A new HTTP/1.1 connection (its task runs until the connection closes). It may switch

@@ -77,6 +77,9 @@ pub struct UpArgs {
     /// Gateway: most requests held per service scaled to zero (more get 503 at once)
     #[arg(long, default_value = "100", value_name = "N")]
     pub hold_queue: String,
+    /// Lifetime of the sidecars' workload certificates (mTLS; renewed at 70% of it)
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub cert_ttl: String,
 }
 
 /// A shutdown signal for one part, sent once.
@@ -139,11 +142,14 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
         history: 10_000,
         max_body: "3Mi".into(),
         bookmark_interval: "10s".into(),
+        cert_ttl: args.cert_ttl.clone(),
+        trust_domain: "weft.local".into(),
     })?;
     let api =
         Server::start(Arc::new(store), limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let admin_token =
         api.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
+    server::enable_ca(&api, &data_dir, "weft.local", &args.cert_ttl)?;
     let url = server::local_url(api_listener.local_addr().context("reading the api address")?);
     weft_server::auth::write_private(&data_dir.join(SERVER_FILE), &format!("{url}\n"))
         .with_context(|| format!("writing {}", data_dir.join(SERVER_FILE).display()))?;
