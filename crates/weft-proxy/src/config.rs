@@ -170,10 +170,11 @@ pub struct ProxyArgs {
     /// 0 holds none.
     #[arg(long, value_name = "N", default_value = defaults::HOLD_QUEUE)]
     pub hold_queue: String,
-    /// Sidecar and gateway: mTLS between sidecars. `strict` (the default with --server): inbound
-    /// ports take only mTLS from sidecars and gateways with a certificate from the mesh CA;
-    /// `permissive`: inbound ports also take plaintext (for migration); `off`: plaintext
-    /// (the default with --config). Outbound calls to other sidecars use mTLS unless `off`.
+    /// Sidecar and gateway: mTLS between sidecars. `strict`: inbound ports take only mTLS from
+    /// sidecars and gateways with a certificate from the mesh CA; `permissive`: inbound ports
+    /// also take plaintext (for migration); `off` (the default; agents pass `strict`):
+    /// plaintext. Outbound calls to Service endpoints use mTLS unless `off`. With --server the
+    /// identity comes from the api server's CA.
     #[arg(long, value_name = "MODE")]
     pub mtls: Option<String>,
     /// mTLS with a fixed identity instead of one from the api server's CA: the certificate
@@ -508,7 +509,6 @@ impl MtlsConfig {
     fn from_args(args: &ProxyArgs, dynamic: bool) -> Result<MtlsConfig, ConfigError> {
         use crate::tls::MtlsMode;
         let mode = match args.mtls.as_deref() {
-            None if dynamic => MtlsMode::Strict,
             None => MtlsMode::Off,
             Some("strict") => MtlsMode::Strict,
             Some("permissive") => MtlsMode::Permissive,

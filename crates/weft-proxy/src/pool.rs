@@ -58,6 +58,7 @@ pub(crate) const RAW_BUF: usize = 8 * 1024;
 struct Idle {
     tx: http1::SendRequest<Incoming>,
     since: Instant,
+    peer: u64,
 }
 
 /// A raw upstream connection of the HTTP/1 fast path, with its read buffer.
@@ -65,6 +66,8 @@ pub(crate) struct RawConn {
     pub(crate) stream: Conn,
     pub(crate) buf: Vec<u8>,
     since: Instant,
+    /// The cluster's `peer_tag` under mTLS (see [`Pool::tag`]).
+    peer: u64,
     _counted: Counted,
 }
 
@@ -72,7 +75,7 @@ pub(crate) struct RawConn {
 struct Endpoint {
     raw: Vec<RawConn>,
     h1: Vec<Idle>,
-    h2: Option<http2::SendRequest<Incoming>>,
+    h2: Option<(u64, http2::SendRequest<Incoming>)>,
 }
 
 impl Endpoint {
@@ -231,6 +234,7 @@ impl Pool {
         cluster: &Arc<Cluster>,
         now: Instant,
     ) -> Result<(http1::SendRequest<Incoming>, bool), ConnectError> {
+        let tag = self.tag(cluster);
         loop {
             let idle = {
                 let mut map = lock(&self.endpoints);
@@ -247,6 +251,9 @@ impl Pool {
                 }
             };
             let Some(mut idle) = idle else { break };
+            if idle.peer != tag {
+                continue;
+            }
             if idle.tx.is_ready() {
                 return Ok((idle.tx, true));
             }
@@ -279,12 +286,18 @@ impl Pool {
                 None => None,
             }
         };
-        if let Some(conn) = idle {
+        let peer = self.tag(cluster);
+        if let Some(conn) = idle.filter(|c| c.peer == peer) {
             return Ok((conn, true));
         }
         let (stream, counted) = self.connect(addr, cluster).await?;
-        let conn =
-            RawConn { stream, buf: Vec::with_capacity(RAW_BUF), since: now, _counted: counted };
+        let conn = RawConn {
+            stream,
+            buf: Vec::with_capacity(RAW_BUF),
+            since: now,
+            peer,
+            _counted: counted,
+        };
         Ok((conn, false))
     }
 
@@ -304,17 +317,26 @@ impl Pool {
     pub(crate) fn checkin_h1(
         &self,
         addr: SocketAddr,
+        cluster: Option<&Cluster>,
         tx: http1::SendRequest<Incoming>,
         now: Instant,
     ) {
+        let peer = cluster.map_or(0, |c| self.tag(c));
         if tx.is_closed() {
             return;
         }
         let mut map = lock(&self.endpoints);
         let ep = map.entry(addr).or_default();
         if ep.h1.len() < self.max_idle {
-            ep.h1.push(Idle { tx, since: now });
+            ep.h1.push(Idle { tx, since: now, peer });
         }
+    }
+
+    /// Which Service's identity a connection to `cluster` is verified for: under mTLS the
+    /// cluster's `peer_tag`, else 0 (plain connections serve every cluster of an address).
+    #[inline]
+    fn tag(&self, cluster: &Cluster) -> u64 {
+        if self.mesh.is_some() { cluster.peer_tag } else { 0 }
     }
 
     async fn connect(
@@ -351,7 +373,9 @@ impl Pool {
         addr: SocketAddr,
         cluster: &Arc<Cluster>,
     ) -> Result<http2::SendRequest<Incoming>, ConnectError> {
-        if let Some(tx) = lock(&self.endpoints).get(&addr).and_then(|e| e.h2.as_ref())
+        let tag = self.tag(cluster);
+        if let Some((peer, tx)) = lock(&self.endpoints).get(&addr).and_then(|e| e.h2.as_ref())
+            && *peer == tag
             && !tx.is_closed()
         {
             return Ok(tx.clone());
@@ -366,7 +390,7 @@ impl Pool {
             let _ = conn.await;
             drop(counted);
         });
-        lock(&self.endpoints).entry(addr).or_default().h2 = Some(tx.clone());
+        lock(&self.endpoints).entry(addr).or_default().h2 = Some((tag, tx.clone()));
         Ok(tx)
     }
 
@@ -379,7 +403,7 @@ impl Pool {
             ep.h1.retain(|i| {
                 now.saturating_duration_since(i.since) < self.idle_timeout && !i.tx.is_closed()
             });
-            if ep.h2.as_ref().is_some_and(|tx| tx.is_closed()) {
+            if ep.h2.as_ref().is_some_and(|(_, tx)| tx.is_closed()) {
                 ep.h2 = None;
             }
         }

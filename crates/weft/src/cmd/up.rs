@@ -340,6 +340,12 @@ fn gateway_args(
     token: &str,
     args: &UpArgs,
 ) -> anyhow::Result<weft_proxy::ProxyArgs> {
+    // The gateway originates mTLS into the mesh as the agent's sidecars expect (the agent reads
+    // the same variable for them).
+    let mtls = match std::env::var("WEFT_MESH_MTLS").as_deref() {
+        Ok(m @ ("strict" | "permissive" | "off")) => m.to_string(),
+        _ => "strict".to_string(),
+    };
     #[derive(Parser)]
     struct Gateway {
         #[command(flatten)]
@@ -357,6 +363,8 @@ fn gateway_args(
         &args.hold_timeout,
         "--hold-queue",
         &args.hold_queue,
+        "--mtls",
+        &mtls,
     ];
     Gateway::try_parse_from(argv).map(|g| g.args).map_err(|e| {
         anyhow::anyhow!("gateway flags: {}", e.to_string().lines().next().unwrap_or(""))
