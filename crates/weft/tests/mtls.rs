@@ -507,6 +507,12 @@ fn the_shop_runs_over_mtls_and_rotation_under_load_fails_no_request() {
         up.items("instances").into_iter().find(|i| i["spec"]["deployment"] == "catalog").unwrap();
     let port = inst["status"]["ports"]["http"].as_u64().unwrap();
     let addr = format!("{}:{port}", inst["status"]["address"].as_str().unwrap_or("127.0.0.1"));
+    assert!(TcpStream::connect(&addr).is_ok(), "nothing listens at {addr}");
     assert!(plain_get(&addr, "catalog").is_err(), "plaintext reached catalog at {addr}");
+    let refused: f64 = catalog
+        .iter()
+        .map(|a| metric(a, "weft_mtls_connections_total", "result=\"refused_plaintext\""))
+        .sum();
+    assert!(refused >= 1.0, "the refusal is not counted");
     eprintln!("rotation under load: {ok} requests, 0 failed");
 }
