@@ -135,7 +135,7 @@ async fn setup_mtls(config: &mut Config, service: Option<String>) -> anyhow::Res
     let mut reporter = Reporter::default();
     let (material, ca) = loop {
         let i = inst.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str()));
-        match crate::tls::obtain(&client, &mtls.trust_domain, &identity, i).await {
+        match crate::tls::obtain(&client, &identity, i).await {
             Ok(got) => break got,
             Err(e) => {
                 reporter.error(&format!("getting a workload certificate for {identity}: {e}"), 0)

@@ -73,6 +73,7 @@ impl fmt::Debug for Mesh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mesh")
             .field("mode", &self.mode)
+            .field("trust_domain", &self.trust_domain)
             .field("identity", &self.identity.to_string())
             .field("not_after", &self.not_after.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -341,11 +342,9 @@ impl Mesh {
 /// `(namespace, name)`; `None` asks for the gateway identity.
 pub(crate) async fn obtain(
     client: &weft_client::Client,
-    trust_domain: &str,
     identity: &SpiffeId,
     instance: Option<(&str, &str)>,
 ) -> Result<(Material, String), String> {
-    let _ = trust_domain;
     let csr = weft_ca::Csr::generate(identity).map_err(|e| e.to_string())?;
     let mut body = serde_json::json!({ "csr": csr.csr_pem });
     match instance {
@@ -399,7 +398,7 @@ pub(crate) async fn renew_forever(mesh: Arc<Mesh>, enrol: Enrolment, metrics: Ar
         let mut delay = Duration::from_secs(1);
         loop {
             let inst = enrol.instance.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str()));
-            let res = obtain(&client, &mesh.trust_domain, &enrol.identity, inst).await;
+            let res = obtain(&client, &enrol.identity, inst).await;
             match res.and_then(|(m, _)| mesh.renew(&m)) {
                 Ok(()) => {
                     metrics.set_cert_expiry(mesh.not_after());
