@@ -95,9 +95,6 @@ fn the_ca_signs_only_the_instance_identity() {
     r.error(422, "Invalid");
     let r = s.call("POST", "/api/v1/certificates", None, Some(("application/json", b"{}")));
     assert_eq!(r.status, 401);
-
-    // The root survives a restart: the same CA signs.
-    drop(s);
 }
 
 /// An app answering `hello` to every request, keep-alive.
@@ -300,15 +297,16 @@ fn strict_inbound_refuses_plaintext_foreign_and_expired_certificates() {
 
     let app = app();
     let (inbound, admin_in, outbound, admin_out) = (free(), free(), free(), free());
+    let (inbound_tcp, upstream_tcp) = (free(), free());
     let service = |name: &str| {
         format!(
-            "  - apiVersion: weft/v1\n    kind: Service\n    metadata: {{ name: {name} }}\n    spec: {{ selector: {{ deployment: {name} }}, ports: [ {{ name: http, port: 80, targetPort: http }} ] }}\n  - apiVersion: weft/v1\n    kind: Endpoints\n    metadata: {{ name: {name} }}\n    spec: {{ addresses: [ {{ instance: catalog-0, ip: 127.0.0.1, ports: {{ http: {inbound} }} }} ] }}\n"
+            "  - apiVersion: weft/v1\n    kind: Service\n    metadata: {{ name: {name} }}\n    spec: {{ selector: {{ deployment: {name} }}, ports: [ {{ name: http, port: 80, targetPort: http }}, {{ name: tcp, port: 9000, targetPort: tcp, protocol: tcp }} ] }}\n  - apiVersion: weft/v1\n    kind: Endpoints\n    metadata: {{ name: {name} }}\n    spec: {{ addresses: [ {{ instance: catalog-0, ip: 127.0.0.1, ports: {{ http: {inbound}, tcp: {inbound_tcp} }} }} ] }}\n"
         )
     };
     std::fs::write(
         dir.join("inbound.yaml"),
         format!(
-            "labels: {{ deployment: catalog }}\ninbound: [ {{ port: http, listen: 127.0.0.1:{inbound}, app: {app} }} ]\n"
+            "labels: {{ deployment: catalog }}\ninbound: [ {{ port: http, listen: 127.0.0.1:{inbound}, app: {app} }}, {{ port: tcp, listen: 127.0.0.1:{inbound_tcp}, app: {app}, protocol: tcp }} ]\n"
         ),
     )
     .unwrap();
@@ -317,7 +315,7 @@ fn strict_inbound_refuses_plaintext_foreign_and_expired_certificates() {
     std::fs::write(
         dir.join("outbound.yaml"),
         format!(
-            "labels: {{ deployment: web }}\noutbound: {{ listen: 127.0.0.1:{outbound} }}\nobjects:\n{}{}",
+            "labels: {{ deployment: web }}\noutbound: {{ listen: 127.0.0.1:{outbound} }}\nupstreams: [ {{ service: catalog, port: tcp, listen: 127.0.0.1:{upstream_tcp} }} ]\nobjects:\n{}{}",
             service("catalog"),
             service("cart")
         ),
@@ -358,6 +356,12 @@ fn strict_inbound_refuses_plaintext_foreign_and_expired_certificates() {
     );
     assert!(
         metric(&admin_in, "weft_mtls_connections_total", "side=\"inbound\",result=\"mtls\"") >= 1.0
+    );
+    // Opaque TCP over mTLS: the caller's fixed local port for catalog:tcp reaches the callee's
+    // tcp inbound port.
+    assert_eq!(plain_get(&format!("127.0.0.1:{upstream_tcp}"), "catalog"), Ok(200));
+    assert!(
+        metric(&admin_in, "weft_mtls_connections_total", "side=\"inbound\",result=\"mtls\"") >= 2.0
     );
     // A client of the mesh CA directly: fine.
     assert_eq!(tls_get(&in_addr, dir, Some("web")), Ok(200));
