@@ -300,7 +300,7 @@ fn strict_inbound_refuses_plaintext_foreign_and_expired_certificates() {
     let (inbound_tcp, upstream_tcp) = (free(), free());
     let service = |name: &str| {
         format!(
-            "  - apiVersion: weft/v1\n    kind: Service\n    metadata: {{ name: {name} }}\n    spec: {{ selector: {{ deployment: {name} }}, ports: [ {{ name: http, port: 80, targetPort: http }}, {{ name: tcp, port: 9000, targetPort: tcp, protocol: tcp }} ] }}\n  - apiVersion: weft/v1\n    kind: Endpoints\n    metadata: {{ name: {name} }}\n    spec: {{ addresses: [ {{ instance: catalog-0, ip: 127.0.0.1, ports: {{ http: {inbound}, tcp: {inbound_tcp} }} }} ] }}\n"
+            "  - apiVersion: weft/v1\n    kind: Service\n    metadata: {{ name: {name} }}\n    spec: {{ selector: {{ deployment: {name} }}, ports: [ {{ name: http, port: 80, targetPort: http }}, {{ name: tcp, port: 9000, targetPort: tcp, protocol: tcp }}, {{ name: h2, port: 81, targetPort: http, protocol: http2 }} ] }}\n  - apiVersion: weft/v1\n    kind: Endpoints\n    metadata: {{ name: {name} }}\n    spec: {{ addresses: [ {{ instance: catalog-0, ip: 127.0.0.1, ports: {{ http: {inbound}, tcp: {inbound_tcp}, h2: {inbound} }} }} ] }}\n"
         )
     };
     std::fs::write(
@@ -363,6 +363,8 @@ fn strict_inbound_refuses_plaintext_foreign_and_expired_certificates() {
     assert!(
         metric(&admin_in, "weft_mtls_connections_total", "side=\"inbound\",result=\"mtls\"") >= 2.0
     );
+    // HTTP/2 between the sidecars (a Service port with protocol http2) over mTLS.
+    assert_eq!(plain_get(&out_addr, "catalog:81"), Ok(200), "{}", caller.log_text());
     // A client of the mesh CA directly: fine.
     assert_eq!(tls_get(&in_addr, dir, Some("web")), Ok(200));
 
