@@ -3,7 +3,7 @@
 //!
 //! `weft proxy --server URL --instance NAME --namespace NS
 //!   --inbound <port>=<node addr>:<public>:127.0.0.1:<app>:<protocol> …
-//!   --outbound 127.0.0.1:<p> --admin 127.0.0.1:<p> [--upstream-port SVC[.NS][:PORT]=<WEFT_IP>:<local> …]`
+//!   --mtls strict --outbound 127.0.0.1:<p> --admin 127.0.0.1:<p> [--upstream-port SVC[.NS][:PORT]=<WEFT_IP>:<local> …]`
 //!
 //! The proxy token is passed as `WEFT_TOKEN` in the sidecar's environment rather than as
 //! `--token` (which `weft proxy` reads the same way): a command line is visible to every user
@@ -27,6 +27,18 @@ pub(crate) struct Plan<'a> {
     pub admin: u16,
     pub ip: Ipv4Addr,
     pub upstreams: &'a [Upstream],
+}
+
+/// The agent's environment variable that sets its sidecars' `--mtls` mode.
+pub(crate) const MTLS_ENV: &str = "WEFT_MESH_MTLS";
+
+/// `--mtls` for the sidecars: `$WEFT_MESH_MTLS` when it is `strict`, `permissive` or `off`,
+/// else `strict` (every hop between sidecars is mutually authenticated by default).
+pub(crate) fn mtls_mode() -> String {
+    match std::env::var(MTLS_ENV).as_deref() {
+        Ok(m @ ("strict" | "permissive" | "off")) => m.to_string(),
+        _ => "strict".into(),
+    }
 }
 
 /// Arguments after the `weft` binary.
@@ -54,6 +66,7 @@ pub(crate) fn args(p: &Plan<'_>) -> Vec<String> {
             ),
         });
     }
+    a.extend(["--mtls".into(), mtls_mode()]);
     a.extend(["--outbound".into(), format!("127.0.0.1:{}", p.outbound)]);
     a.extend(["--admin".into(), format!("127.0.0.1:{}", p.admin)]);
     for u in p.upstreams {
@@ -102,7 +115,8 @@ mod tests {
         assert_eq!(
             a.join(" "),
             "proxy --server http://127.0.0.1:7070 --instance web-1 --namespace default \
-             --inbound http=127.0.0.1:31001:127.0.0.1:41001:http --outbound 127.0.0.1:15001 \
+             --inbound http=127.0.0.1:31001:127.0.0.1:41001:http --mtls strict \
+             --outbound 127.0.0.1:15001 \
              --admin 127.0.0.1:15000 --upstream-port cart.shop:grpc=127.1.0.2:9001"
         );
     }

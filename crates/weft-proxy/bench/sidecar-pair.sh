@@ -4,7 +4,8 @@
 # counted from each request's due time, see examples/openloop.rs).
 #
 # usage: crates/weft-proxy/bench/sidecar-pair.sh [-d SECONDS] [-r "1000 10000"] [-c CONNECTIONS]
-#                                                [--form host|absolute] [--plain] [--nginx] [WEFT_BINARY]
+#                                                [--form host|absolute] [--plain] [--nginx] [--mtls]
+#                                                [WEFT_BINARY]
 #   The pair is two real sidecars from static files, as the agent runs them: the caller's
 #   (outbound listener on 18182; service `catalog` with the default traffic policy — p2c-ewma,
 #   retries with budget, circuit breaker, outlier detection — whose one endpoint is the other
@@ -15,6 +16,10 @@
 #   --plain also measures the phase-1 pair (two plain `--listen/--upstream` proxies, ports
 #   18186-18187), the figure earlier runs of this script reported.
 #   --nginx also measures the same pair made of two nginx proxies (ports 18184-18185), for scale.
+#   --mtls also measures the same sidecar pair with mTLS strict between them (ports 18188-18189;
+#   identities web -> catalog from a CA made by `cargo run -p weft-ca --example issue`), and the
+#   full mTLS handshakes per second the callee's inbound port completes (`openssl s_time -new`
+#   with the caller's certificate, 5 s, on CPU 0).
 #   WEFT_BINARY defaults to $CARGO_TARGET_DIR/release/weft (or target/release/weft); build it
 #   with `cargo build --release -p weft`. The load generator is built here (release example).
 #
@@ -23,7 +28,7 @@
 # Prints, per rate and pair: direct p50/p99, pair p50/p99 and what the pair adds, in
 # microseconds, and the pair's CPU microseconds per request (both proxies together).
 set -euo pipefail
-secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 form=host
+secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 with_mtls=0 form=host
 while [[ $# -gt 0 ]]; do
   case $1 in
     -d) secs=$2; shift 2 ;;
@@ -32,6 +37,7 @@ while [[ $# -gt 0 ]]; do
     --form) form=$2; shift 2 ;;
     --plain) with_plain=1; shift ;;
     --nginx) with_nginx=1; shift ;;
+    --mtls) with_mtls=1; shift ;;
     -*) echo "unknown flag $1" >&2; exit 64 ;;
     *) break ;;
   esac
@@ -49,7 +55,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-for p in 18181 18182 18183 18184 18185 18186 18187; do
+for p in 18181 18182 18183 18184 18185 18186 18187 18188 18189; do
   if ss -ltn "sport = :$p" | grep -q LISTEN; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
 done
 cat >"$work/upstream.conf" <<EOF
@@ -101,13 +107,24 @@ start 1 "$weft" proxy --config "$work/inbound.yaml"
 pair_pids[sidecar]=${pids[-1]}
 start 1 "$weft" proxy --config "$work/outbound.yaml"
 pair_pids[sidecar]+=" ${pids[-1]}"
+if [[ $with_mtls == 1 ]]; then
+  (cd "$root" && cargo run -q --release -p weft-ca --example issue -- "$work/pki" web=default/web catalog=default/catalog >/dev/null) \
+    || { echo "cannot make the certificates" >&2; exit 1; }
+  sed -e 's/18182/18188/; s/18183/18189/' "$work/outbound.yaml" >"$work/outbound-mtls.yaml"
+  sed -e 's/18183/18189/' "$work/inbound.yaml" >"$work/inbound-mtls.yaml"
+  tls() { echo --mtls strict --mtls-cert "$work/pki/$1.crt" --mtls-key "$work/pki/$1.key" --mtls-ca "$work/pki/ca.crt"; }
+  start 1 "$weft" proxy --config "$work/inbound-mtls.yaml" $(tls catalog)
+  pair_pids[mtls]=${pids[-1]}
+  start 1 "$weft" proxy --config "$work/outbound-mtls.yaml" $(tls web)
+  pair_pids[mtls]+=" ${pids[-1]}"
+fi
 if [[ $with_plain == 1 ]]; then
   start 1 "$weft" proxy --listen 127.0.0.1:18187 --upstream 127.0.0.1:18181 --direction inbound
   pair_pids[plain]=${pids[-1]}
   start 1 "$weft" proxy --listen 127.0.0.1:18186 --upstream 127.0.0.1:18187 --direction outbound
   pair_pids[plain]+=" ${pids[-1]}"
 fi
-for p in 18181 18182 18183 $([[ $with_nginx == 1 ]] && echo 18184 18185) $([[ $with_plain == 1 ]] && echo 18186 18187); do
+for p in 18181 18182 18183 $([[ $with_nginx == 1 ]] && echo 18184 18185) $([[ $with_plain == 1 ]] && echo 18186 18187) $([[ $with_mtls == 1 ]] && echo 18188); do
   for _ in $(seq 100); do curl -s -o /dev/null -H 'Host: catalog' "http://127.0.0.1:$p/" && break; sleep 0.1; done
 done
 body=$(curl -sf -H 'Host: catalog' http://127.0.0.1:18182/) && [[ $body == "hello world" ]] \
@@ -146,5 +163,14 @@ for rate in $rates; do
   measure sidecar 18182 "$rate" "$d" "${gen_form[@]}"
   if [[ $with_plain == 1 ]]; then measure plain 18186 "$rate" "$d"; fi
   if [[ $with_nginx == 1 ]]; then measure nginx 18184 "$rate" "$d"; fi
+  if [[ $with_mtls == 1 ]]; then measure mtls 18188 "$rate" "$d" "${gen_form[@]}"; fi
 done
+if [[ $with_mtls == 1 ]] && command -v openssl >/dev/null; then
+  t0=$(ticks "${pair_pids[mtls]%% *}")
+  hs=$(taskset -c 0 openssl s_time -connect 127.0.0.1:18189 -new -time 5 -cert "$work/pki/web.crt" \
+    -key "$work/pki/web.key" 2>/dev/null | awk '/connections in .* real seconds/ {print $1, $4}')
+  t1=$(ticks "${pair_pids[mtls]%% *}")
+  read -r n real <<<"$hs"
+  echo "mtls handshakes: ${n:-?} new connections in ${real:-?}s real = $(python3 -c "print(round(${n:-0}/max(${real:-1},0.001)))")/s; callee CPU $(python3 -c "print(round(($t1-$t0)/$tck*1e6/max(${n:-1},1)))") us per handshake"
+fi
 echo "(microseconds; open loop, $conns connections, ${secs}s per run after a 2s warm-up; sidecar pair addressed by --form $form; generator lateness in late_p99_us on stderr)"

@@ -85,6 +85,9 @@ pub(crate) struct Cluster {
     /// The Service behind an outbound or gateway cluster (namespace, name): what a request
     /// held for it waits for (`hold`).
     pub(crate) target: Option<crate::hold::ServiceId>,
+    /// Tells apart the Services whose endpoints may share an address: under mTLS a pooled
+    /// connection was verified for one Service's identity and serves only that one (0: none).
+    pub(crate) peer_tag: u64,
     metrics: Arc<Metrics>,
     /// Created on first use: a dynamic sidecar knows every service of the cluster, and most
     /// are never called from this instance (no series for them).
@@ -108,15 +111,24 @@ impl Cluster {
             lb,
             policy,
             target: None,
+            peer_tag: 0,
             metrics: metrics.clone(),
             svc: OnceLock::new(),
             local: OnceLock::new(),
         }
     }
 
+    /// The metrics registry (mTLS counters).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The cluster of a Service's port (outbound and gateway).
     pub(crate) fn for_service(mut self, namespace: &str, name: &str) -> Cluster {
         self.target = Some((namespace.to_string(), name.to_string()));
+        use std::hash::BuildHasher;
+        self.peer_tag =
+            std::collections::hash_map::RandomState::new().hash_one((namespace, name)) | 1;
         self
     }
 

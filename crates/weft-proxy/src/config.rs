@@ -29,6 +29,7 @@ mod defaults {
     pub const RUNTIME: &str = "per-core";
     pub const HOLD_TIMEOUT: &str = "10s";
     pub const HOLD_QUEUE: &str = "100";
+    pub const TRUST_DOMAIN: &str = "weft.local";
 }
 
 /// Where `weft up` puts its gateway when not told otherwise (`weft proxy` has no default: a
@@ -169,6 +170,26 @@ pub struct ProxyArgs {
     /// 0 holds none.
     #[arg(long, value_name = "N", default_value = defaults::HOLD_QUEUE)]
     pub hold_queue: String,
+    /// Sidecar and gateway: mTLS between sidecars. `strict`: inbound ports take only mTLS from
+    /// sidecars and gateways with a certificate from the mesh CA; `permissive`: inbound ports
+    /// also take plaintext (for migration); `off` (the default; agents pass `strict`):
+    /// plaintext. Outbound calls to Service endpoints use mTLS unless `off`. With --server the
+    /// identity comes from the api server's CA.
+    #[arg(long, value_name = "MODE")]
+    pub mtls: Option<String>,
+    /// mTLS with a fixed identity instead of one from the api server's CA: the certificate
+    /// chain (PEM) ...
+    #[arg(long, value_name = "FILE")]
+    pub mtls_cert: Option<String>,
+    /// ... its private key (PEM) ...
+    #[arg(long, value_name = "FILE")]
+    pub mtls_key: Option<String>,
+    /// ... and the CA certificate(s) peers must chain to (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub mtls_ca: Option<String>,
+    /// SPIFFE trust domain of workload identities (spiffe://<domain>/ns/<ns>/svc/<service>).
+    #[arg(long, value_name = "DOMAIN", default_value = defaults::TRUST_DOMAIN)]
+    pub trust_domain: String,
 }
 
 impl std::fmt::Debug for ProxyArgs {
@@ -222,6 +243,11 @@ impl Default for ProxyArgs {
             runtime: defaults::RUNTIME.into(),
             hold_timeout: defaults::HOLD_TIMEOUT.into(),
             hold_queue: defaults::HOLD_QUEUE.into(),
+            mtls: None,
+            mtls_cert: None,
+            mtls_key: None,
+            mtls_ca: None,
+            trust_domain: defaults::TRUST_DOMAIN.into(),
         }
     }
 }
@@ -281,8 +307,12 @@ impl ProxyArgs {
                     continue;
                 }
                 "config" | "server" | "token" | "instance" | "namespace" | "outbound"
-                | "gateway" => {
+                | "gateway" | "mtls" | "mtls-cert" | "mtls-key" | "mtls-ca" => {
                     let slot = match name {
+                        "mtls" => &mut out.mtls,
+                        "mtls-cert" => &mut out.mtls_cert,
+                        "mtls-key" => &mut out.mtls_key,
+                        "mtls-ca" => &mut out.mtls_ca,
                         "config" => &mut out.config,
                         "server" => &mut out.server,
                         "token" => &mut out.token,
@@ -313,6 +343,7 @@ impl ProxyArgs {
                 "runtime" => &mut out.runtime,
                 "hold-timeout" => &mut out.hold_timeout,
                 "hold-queue" => &mut out.hold_queue,
+                "trust-domain" => &mut out.trust_domain,
                 _ => return None,
             };
             *slot = value;
@@ -434,6 +465,83 @@ pub struct Config {
     pub hold_timeout: Duration,
     /// Most requests held per service; 0 holds none.
     pub hold_queue: usize,
+    /// mTLS between sidecars.
+    pub mtls: MtlsConfig,
+}
+
+/// How a sidecar or gateway authenticates mesh connections (see `--mtls`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MtlsConfig {
+    pub mode: crate::tls::MtlsMode,
+    pub trust_domain: String,
+    /// A fixed identity from files (`--mtls-cert`, `--mtls-key`, `--mtls-ca`) instead of one
+    /// signed by the api server's CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<MtlsFiles>,
+    /// The identity in force, once obtained (before the listeners start).
+    #[serde(skip)]
+    pub(crate) mesh: Option<std::sync::Arc<crate::tls::Mesh>>,
+    /// How the identity is renewed (dynamic mode).
+    #[serde(skip)]
+    pub(crate) enrolment: Option<crate::tls::Enrolment>,
+}
+
+/// The files of a fixed mTLS identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct MtlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+}
+
+impl MtlsConfig {
+    /// mTLS off.
+    pub fn off() -> MtlsConfig {
+        MtlsConfig {
+            mode: crate::tls::MtlsMode::Off,
+            trust_domain: defaults::TRUST_DOMAIN.into(),
+            files: None,
+            mesh: None,
+            enrolment: None,
+        }
+    }
+
+    fn from_args(args: &ProxyArgs, dynamic: bool) -> Result<MtlsConfig, ConfigError> {
+        use crate::tls::MtlsMode;
+        let mode = match args.mtls.as_deref() {
+            None => MtlsMode::Off,
+            Some("strict") => MtlsMode::Strict,
+            Some("permissive") => MtlsMode::Permissive,
+            Some("off") => MtlsMode::Off,
+            Some(other) => {
+                return Err(bad("mtls", format!("'{other}' is not strict, permissive or off")));
+            }
+        };
+        let files = match (&args.mtls_cert, &args.mtls_key, &args.mtls_ca) {
+            (None, None, None) => None,
+            (Some(c), Some(k), Some(a)) => {
+                Some(MtlsFiles { cert: c.into(), key: k.into(), ca: a.into() })
+            }
+            _ => {
+                return Err(bad(
+                    "mtls-cert",
+                    "--mtls-cert, --mtls-key and --mtls-ca go together (a fixed identity)",
+                ));
+            }
+        };
+        if mode != MtlsMode::Off && files.is_none() && !dynamic {
+            return Err(bad(
+                "mtls",
+                "needs an identity: follow an api server (--server), which signs one, or give \
+                 --mtls-cert, --mtls-key and --mtls-ca",
+            ));
+        }
+        let trust_domain = args.trust_domain.trim().to_string();
+        if weft_ca::SpiffeId::parse(&format!("spiffe://{trust_domain}/ns/a/svc/b")).is_none() {
+            return Err(bad("trust-domain", "must be a domain name such as weft.local"));
+        }
+        Ok(MtlsConfig { mode, trust_domain, files, mesh: None, enrolment: None })
+    }
 }
 
 impl Config {
@@ -463,6 +571,7 @@ impl Config {
             runtime: RuntimeLayout::PerCore,
             hold_timeout: Duration::from_secs(10),
             hold_queue: 100,
+            mtls: MtlsConfig::off(),
         }
     }
 
@@ -551,6 +660,7 @@ impl Config {
             runtime,
             hold_timeout: parse_duration("hold-timeout", &args.hold_timeout)?,
             hold_queue: parse_count("hold-queue", &args.hold_queue, 0, 1 << 20)?,
+            mtls: MtlsConfig::from_args(args, args.server.is_some())?,
         };
         Ok(config)
     }

@@ -88,7 +88,74 @@ impl Reporter {
 /// ports), retrying with backoff until the api answers with a valid one. Does nothing outside
 /// dynamic mode, and for a gateway (which serves no instance).
 pub async fn read_instance(config: &mut Config) -> anyhow::Result<()> {
-    let Some(side) = config.sidecar.as_mut() else { return Ok(()) };
+    let service = read_instance_only(config).await?;
+    setup_mtls(config, service).await
+}
+
+/// The identity of this proxy and how to renew it, or a fixed one from files; sets
+/// `config.mtls.mesh`. A dynamic sidecar or gateway asks the api server's CA (retrying with
+/// backoff until it answers: nothing is served without an identity under mTLS).
+async fn setup_mtls(config: &mut Config, service: Option<String>) -> anyhow::Result<()> {
+    use crate::tls::{Enrolment, Material, Mesh, MtlsMode};
+    let mtls = &config.mtls;
+    if mtls.mode == MtlsMode::Off || config.sidecar.is_none() {
+        return Ok(());
+    }
+    if let Some(files) = &mtls.files {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+        };
+        let material = Material { chain_pem: read(&files.cert)?, key_pem: read(&files.key)? };
+        let ca = read(&files.ca)?;
+        let mesh = Mesh::new(mtls.mode, &mtls.trust_domain, &material, &ca)
+            .map_err(|e| anyhow::anyhow!("--mtls-cert/--mtls-key/--mtls-ca: {e}"))?;
+        config.mtls.mesh = Some(Arc::new(mesh));
+        return Ok(());
+    }
+    let Some(side) = config.sidecar.as_ref() else { return Ok(()) };
+    let Source::Dynamic { server, instance, namespace, token, .. } = &side.source else {
+        return Ok(());
+    };
+    let (identity, inst) = match (instance, side.is_gateway()) {
+        (Some(name), _) => {
+            let svc = service.unwrap_or_else(|| name.clone());
+            (
+                weft_ca::SpiffeId::new(&mtls.trust_domain, namespace, &svc),
+                Some((namespace.clone(), name.clone())),
+            )
+        }
+        (None, true) => {
+            (weft_ca::SpiffeId::new(&mtls.trust_domain, "weft-system", "gateway"), None)
+        }
+        (None, false) => return Ok(()),
+    };
+    let client = Client::new(server, Some(token.clone()))?;
+    let mut delay = Duration::from_millis(100);
+    let mut reporter = Reporter::default();
+    let (material, ca) = loop {
+        let i = inst.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str()));
+        match crate::tls::obtain(&client, &identity, i).await {
+            Ok(got) => break got,
+            Err(e) => {
+                reporter.error(&format!("getting a workload certificate for {identity}: {e}"), 0)
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    };
+    reporter.ok();
+    let mesh = Mesh::new(mtls.mode, &mtls.trust_domain, &material, &ca)
+        .map_err(|e| anyhow::anyhow!("the workload certificate from {server}: {e}"))?;
+    config.mtls.enrolment =
+        Some(Enrolment { server: server.clone(), token: token.clone(), instance: inst, identity });
+    config.mtls.mesh = Some(Arc::new(mesh));
+    Ok(())
+}
+
+/// [`read_instance`] without mTLS; returns the instance's service (its deployment) if any.
+async fn read_instance_only(config: &mut Config) -> anyhow::Result<Option<String>> {
+    let Some(side) = config.sidecar.as_mut() else { return Ok(None) };
     let Source::Dynamic {
         server,
         instance: Some(instance),
@@ -98,7 +165,7 @@ pub async fn read_instance(config: &mut Config) -> anyhow::Result<()> {
         template_ports,
     } = &mut side.source
     else {
-        return Ok(());
+        return Ok(None);
     };
     let client = Client::new(server, Some(token.clone()))?;
     let mut delay = Duration::from_millis(100);
@@ -139,7 +206,7 @@ pub async fn read_instance(config: &mut Config) -> anyhow::Result<()> {
             listen,
         });
     }
-    Ok(())
+    Ok((!inst.spec.deployment.is_empty()).then(|| inst.spec.deployment.clone()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -338,6 +405,18 @@ pub async fn run(proxy: Arc<Proxy>) {
         }
     };
     proxy.set_activator(Arc::new(ApiActivator { client: client.clone() }));
+    // Renewal lives as long as the control-plane task.
+    let _renewal = match (&proxy.config.mtls.mesh, &proxy.config.mtls.enrolment) {
+        (Some(mesh), Some(enrol)) => {
+            proxy.metrics.set_cert_expiry(mesh.not_after());
+            Some(AbortOnDrop(tokio::spawn(crate::tls::renew_forever(
+                mesh.clone(),
+                enrol.clone(),
+                proxy.metrics.clone(),
+            ))))
+        }
+        _ => None,
+    };
     let follow = watcher::Config { mode: watcher::Mode::Auto, ..watcher::Config::default() };
     let services = watcher::watcher(client.clone(), &kinds::SERVICE, follow.clone())
         .map(|e| (Kind::Service, e));
@@ -381,5 +460,14 @@ pub async fn run(proxy: Arc<Proxy>) {
                 );
             }
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -58,11 +58,13 @@ mod routes;
 mod runtime;
 pub mod sidecar;
 mod tcp;
+mod tls;
 
 pub use config::{Config, ConfigError, DEFAULT_GATEWAY, ProxyArgs};
 pub use listener::BindError;
 pub use proxy::{Listeners, Proxy};
 pub use runtime::{main, main_from_args};
+pub use tls::MtlsMode;
 
 /// Runs the proxy on the current tokio runtime until SIGTERM/SIGINT, then drains.
 ///

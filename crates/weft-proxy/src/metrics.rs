@@ -199,6 +199,14 @@ pub struct Metrics {
     config_updates: Family<ResultLabels, Counter>,
     config_revision: Gauge,
     held: Family<HeldLabels, Counter>,
+    mtls: Family<MtlsLabels, Counter>,
+    cert_expiry: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MtlsLabels {
+    side: &'static str,
+    result: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -311,7 +319,24 @@ impl Metrics {
              ended: released (to an endpoint), timeout, queue_full, or cancelled (client gone)",
             held.clone(),
         );
+        let mtls = Family::<MtlsLabels, Counter>::default();
+        registry.register(
+            "weft_mtls_connections",
+            "Mesh connections by side (inbound: accepted on an inbound port; outbound: opened \
+             to another sidecar) and result: mtls, plaintext (permissive or off), \
+             refused_plaintext (strict), refused_handshake (no, bad or expired certificate, \
+             wrong identity)",
+            mtls.clone(),
+        );
+        let cert_expiry = Gauge::default();
+        registry.register(
+            "weft_mtls_certificate_expiry_seconds",
+            "Unix time at which the sidecar's workload certificate expires (0: none)",
+            cert_expiry.clone(),
+        );
         Metrics {
+            mtls,
+            cert_expiry,
             held,
             registry,
             requests,
@@ -435,6 +460,16 @@ impl Metrics {
     pub(crate) fn config_update(&self, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
         self.config_updates.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts a mesh connection (see `weft_mtls_connections_total`).
+    pub(crate) fn mtls(&self, side: &'static str, result: &'static str) {
+        self.mtls.get_or_create(&MtlsLabels { side, result }).inc();
+    }
+
+    /// Records when the workload certificate expires.
+    pub(crate) fn set_cert_expiry(&self, unix: u64) {
+        self.cert_expiry.set(i64::try_from(unix).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn set_config_revision(&self, revision: u64) {

@@ -23,6 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
+use crate::tls::{Conn, Mesh};
+
 use crate::cluster::Cluster;
 use crate::policy::{Limit, Policy};
 use crate::proxy::Proxy;
@@ -36,6 +38,8 @@ pub(crate) enum ConnectError {
     Timeout(SocketAddr),
     #[error("handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
+    #[error("mTLS handshake with {0}: {1}")]
+    Tls(SocketAddr, std::io::Error),
     /// A circuit-breaker limit refused a new connection (not the endpoint's fault).
     #[error("circuit breaker open: {} reached", .0.field())]
     Overloaded(Limit),
@@ -54,13 +58,16 @@ pub(crate) const RAW_BUF: usize = 8 * 1024;
 struct Idle {
     tx: http1::SendRequest<Incoming>,
     since: Instant,
+    peer: u64,
 }
 
 /// A raw upstream connection of the HTTP/1 fast path, with its read buffer.
 pub(crate) struct RawConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Conn,
     pub(crate) buf: Vec<u8>,
     since: Instant,
+    /// The cluster's `peer_tag` under mTLS (see [`Pool::tag`]).
+    peer: u64,
     _counted: Counted,
 }
 
@@ -68,7 +75,7 @@ pub(crate) struct RawConn {
 struct Endpoint {
     raw: Vec<RawConn>,
     h1: Vec<Idle>,
-    h2: Option<http2::SendRequest<Incoming>>,
+    h2: Option<(u64, http2::SendRequest<Incoming>)>,
 }
 
 impl Endpoint {
@@ -132,6 +139,8 @@ pub(crate) struct Pool {
     max_idle: usize,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+    /// mTLS to other sidecars (none when off).
+    mesh: Option<Arc<Mesh>>,
 }
 
 /// Keeps an upstream connection counted (gauge, breaker slot) until the connection is gone.
@@ -149,13 +158,16 @@ impl Drop for Counted {
     }
 }
 
-/// A new TCP connection to `addr`, counted in the cluster's upstream connection gauge and
-/// breaker until the returned guard is dropped (a pending slot is held while connecting).
+/// A new connection to `addr`, counted in the cluster's upstream connection gauge and breaker
+/// until the returned guard is dropped (a pending slot is held while connecting). With `mesh`
+/// (mTLS on) a connection to a Service's endpoint (another sidecar's inbound port) is mTLS,
+/// handshaken within the connect timeout.
 pub(crate) async fn connect_counted(
     addr: SocketAddr,
     cluster: &Arc<Cluster>,
     connect_timeout: Duration,
-) -> Result<(TcpStream, Counted), ConnectError> {
+    mesh: Option<&Mesh>,
+) -> Result<(Conn, Counted), ConnectError> {
     let policy = &cluster.policy;
     if !policy.acquire(Limit::Pending) {
         return Err(ConnectError::Overloaded(Limit::Pending));
@@ -169,17 +181,30 @@ pub(crate) async fn connect_counted(
             policy: policy.breaker.is_some().then(|| policy.clone()),
         };
         cluster.svc().upstream_connections.inc();
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        let tls = match (mesh, &cluster.target) {
+            (Some(m), Some(target)) if m.enabled() => Some((m, target)),
+            _ => None,
+        };
+        let connect = async {
+            let s = TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(addr, e))?;
+            let _ = s.set_nodelay(true);
+            match tls {
+                None => Ok(Conn::Tcp(s)),
+                Some((m, (ns, name))) => m
+                    .connect(s, ns, name, cluster.metrics())
+                    .await
+                    .map_err(|e| ConnectError::Tls(addr, e)),
+            }
+        };
+        match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(s)) => Ok((s, counted)),
-            Ok(Err(e)) => Err(ConnectError::Io(addr, e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ConnectError::Timeout(addr)),
         }
     }
     .await;
     policy.release(Limit::Pending);
-    let (stream, counted) = connected?;
-    let _ = stream.set_nodelay(true);
-    Ok((stream, counted))
+    connected
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -197,6 +222,7 @@ impl Pool {
             max_idle: cfg.max_idle_per_upstream,
             h1: http1::Builder::new(),
             h2: http2::Builder::new(TokioExecutor::new()),
+            mesh: cfg.mtls.mesh.clone(),
         }
     }
 
@@ -208,6 +234,7 @@ impl Pool {
         cluster: &Arc<Cluster>,
         now: Instant,
     ) -> Result<(http1::SendRequest<Incoming>, bool), ConnectError> {
+        let tag = self.tag(cluster);
         loop {
             let idle = {
                 let mut map = lock(&self.endpoints);
@@ -224,6 +251,9 @@ impl Pool {
                 }
             };
             let Some(mut idle) = idle else { break };
+            if idle.peer != tag {
+                continue;
+            }
             if idle.tx.is_ready() {
                 return Ok((idle.tx, true));
             }
@@ -256,12 +286,18 @@ impl Pool {
                 None => None,
             }
         };
-        if let Some(conn) = idle {
+        let peer = self.tag(cluster);
+        if let Some(conn) = idle.filter(|c| c.peer == peer) {
             return Ok((conn, true));
         }
         let (stream, counted) = self.connect(addr, cluster).await?;
-        let conn =
-            RawConn { stream, buf: Vec::with_capacity(RAW_BUF), since: now, _counted: counted };
+        let conn = RawConn {
+            stream,
+            buf: Vec::with_capacity(RAW_BUF),
+            since: now,
+            peer,
+            _counted: counted,
+        };
         Ok((conn, false))
     }
 
@@ -281,25 +317,34 @@ impl Pool {
     pub(crate) fn checkin_h1(
         &self,
         addr: SocketAddr,
+        cluster: Option<&Cluster>,
         tx: http1::SendRequest<Incoming>,
         now: Instant,
     ) {
+        let peer = cluster.map_or(0, |c| self.tag(c));
         if tx.is_closed() {
             return;
         }
         let mut map = lock(&self.endpoints);
         let ep = map.entry(addr).or_default();
         if ep.h1.len() < self.max_idle {
-            ep.h1.push(Idle { tx, since: now });
+            ep.h1.push(Idle { tx, since: now, peer });
         }
+    }
+
+    /// Which Service's identity a connection to `cluster` is verified for: under mTLS the
+    /// cluster's `peer_tag`, else 0 (plain connections serve every cluster of an address).
+    #[inline]
+    fn tag(&self, cluster: &Cluster) -> u64 {
+        if self.mesh.is_some() { cluster.peer_tag } else { 0 }
     }
 
     async fn connect(
         &self,
         addr: SocketAddr,
         cluster: &Arc<Cluster>,
-    ) -> Result<(TcpStream, Counted), ConnectError> {
-        connect_counted(addr, cluster, self.connect_timeout).await
+    ) -> Result<(Conn, Counted), ConnectError> {
+        connect_counted(addr, cluster, self.connect_timeout, self.mesh.as_deref()).await
     }
 
     /// A new HTTP/1.1 connection (its task runs until the connection closes). It may switch
@@ -328,7 +373,9 @@ impl Pool {
         addr: SocketAddr,
         cluster: &Arc<Cluster>,
     ) -> Result<http2::SendRequest<Incoming>, ConnectError> {
-        if let Some(tx) = lock(&self.endpoints).get(&addr).and_then(|e| e.h2.as_ref())
+        let tag = self.tag(cluster);
+        if let Some((peer, tx)) = lock(&self.endpoints).get(&addr).and_then(|e| e.h2.as_ref())
+            && *peer == tag
             && !tx.is_closed()
         {
             return Ok(tx.clone());
@@ -343,7 +390,7 @@ impl Pool {
             let _ = conn.await;
             drop(counted);
         });
-        lock(&self.endpoints).entry(addr).or_default().h2 = Some(tx.clone());
+        lock(&self.endpoints).entry(addr).or_default().h2 = Some((tag, tx.clone()));
         Ok(tx)
     }
 
@@ -356,7 +403,7 @@ impl Pool {
             ep.h1.retain(|i| {
                 now.saturating_duration_since(i.since) < self.idle_timeout && !i.tx.is_closed()
             });
-            if ep.h2.as_ref().is_some_and(|tx| tx.is_closed()) {
+            if ep.h2.as_ref().is_some_and(|(_, tx)| tx.is_closed()) {
                 ep.h2 = None;
             }
         }

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::routes::{self, BuildEnv, Desired, Snapshot};
 use crate::sidecar::Source;
+use crate::tls::Conn;
 
 /// The sidecar's live configuration.
 #[derive(Debug)]
@@ -341,6 +342,32 @@ impl Proxy {
         worker: &Arc<Worker>,
         ctx: &Arc<ListenerCtx>,
         stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) {
+        if let ListenerKind::Inbound(_) = ctx.kind
+            && let Some(mesh) = self.config.mtls.mesh.as_ref().filter(|m| m.enabled())
+        {
+            // mTLS: the handshake (or the plaintext verdict) happens on the connection's own
+            // task, then it is served as any other.
+            let (this, worker, ctx, mesh) =
+                (self.clone(), worker.clone(), ctx.clone(), mesh.clone());
+            tokio::spawn(async move {
+                let timeout = this.config.header_timeout;
+                if let Some(conn) = mesh.accept(stream, timeout, &this.metrics).await {
+                    this.serve_accepted(&worker, &ctx, conn, peer);
+                }
+            });
+            return;
+        }
+        self.serve_accepted(worker, ctx, Conn::Tcp(stream), peer);
+    }
+
+    /// Serves an admitted connection: opaque TCP for `tcp` ports, HTTP otherwise.
+    fn serve_accepted(
+        self: &Arc<Self>,
+        worker: &Arc<Worker>,
+        ctx: &Arc<ListenerCtx>,
+        stream: Conn,
         peer: SocketAddr,
     ) {
         if let (Mode::Sidecar(s), Some(side)) = (&self.mode, &self.config.sidecar) {

@@ -11,16 +11,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
 use weft_traffic::FailureKind;
 
 use crate::cluster::{Cluster, InFlight};
 use crate::metrics::ErrorKind;
 use crate::pool::connect_counted;
 use crate::proxy::Proxy;
+use crate::tls::Conn;
 
 /// Relays one accepted connection to an endpoint of `cluster`.
-pub(crate) async fn relay(proxy: Arc<Proxy>, cluster: Arc<Cluster>, mut client: TcpStream) {
+pub(crate) async fn relay(proxy: Arc<Proxy>, cluster: Arc<Cluster>, mut client: Conn) {
     let _guard = proxy.drain.track(&cluster.svc().downstream_connections);
     let _ = client.set_nodelay(true);
     let policy = &cluster.policy;
@@ -36,7 +36,14 @@ pub(crate) async fn relay(proxy: Arc<Proxy>, cluster: Arc<Cluster>, mut client: 
         };
         let addr = ep.id.0.addr;
         tried.push(addr);
-        match connect_counted(addr, &cluster, proxy.config.connect_timeout).await {
+        match connect_counted(
+            addr,
+            &cluster,
+            proxy.config.connect_timeout,
+            proxy.config.mtls.mesh.as_deref(),
+        )
+        .await
+        {
             Ok((s, counted)) => break (s, counted, ep),
             Err(e) if !e.is_endpoint_error() => {
                 cluster.svc().error(ErrorKind::Overloaded);

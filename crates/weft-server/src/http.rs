@@ -40,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/api/v1/certificates", post(crate::ca::create_certificate))
         .route("/api/v1/namespaces/{ns}/{plural}", get(list_namespaced))
         .route(
             "/api/v1/namespaces/{ns}/{plural}/{name}",
@@ -235,7 +236,7 @@ fn percent_decode(s: &str) -> Result<String> {
 // ---- bodies -------------------------------------------------------------------------------
 
 /// Reads a request body up to the server's limit (413 past it) as text.
-async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<String> {
+pub(crate) async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<String> {
     let limit = app.limits.max_body;
     let too_large = || {
         Error(ApiError::new(
@@ -304,7 +305,7 @@ fn json_response(status: StatusCode, body: Bytes) -> Response {
     resp
 }
 
-fn json_body<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+pub(crate) fn json_body<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     json_response(status, Bytes::from(serde_json::to_vec(value).unwrap_or_default()))
 }
 

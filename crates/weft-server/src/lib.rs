@@ -8,6 +8,7 @@
 
 pub mod activate;
 pub mod auth;
+pub mod ca;
 pub mod cache;
 pub mod error;
 pub mod http;
@@ -54,6 +55,7 @@ impl Server {
             limits,
             locks: state::KeyLocks::default(),
             shutdown: shutdown_rx,
+            ca: std::sync::OnceLock::new(),
         });
         Ok(Server { state, shutdown, compactor })
     }
@@ -64,6 +66,21 @@ impl Server {
 
     pub fn router(&self) -> axum::Router {
         http::router(self.state.clone())
+    }
+
+    /// Loads the workload certificate authority from `<data_dir>/ca.key` and `ca.crt`, creating
+    /// them at first start, and serves `POST /api/v1/certificates` with it (certificates valid
+    /// for `ttl`, identities in `trust_domain`). Returns whether a new root was created.
+    pub fn enable_ca(
+        &self,
+        data_dir: &Path,
+        trust_domain: &str,
+        ttl: Duration,
+    ) -> Result<bool, weft_ca::CaError> {
+        let (ca, created) =
+            weft_ca::Ca::load_or_create(data_dir, trust_domain, std::time::SystemTime::now())?;
+        let _ = self.state.ca.set(ca::CaService { ca, trust_domain: trust_domain.into(), ttl });
+        Ok(created)
     }
 
     /// Makes sure `<data_dir>/admin.token` holds a working admin token; returns it.

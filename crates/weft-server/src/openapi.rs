@@ -357,6 +357,37 @@ fn build() -> Value {
         } }),
     );
     paths.insert(
+        "/api/v1/certificates".into(),
+        json!({ "post": {
+            "summary": "Sign a sidecar's CSR for its instance's workload identity spiffe://<trust-domain>/ns/<ns>/svc/<deployment> (proxy and admin tokens)",
+            "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["csr"],
+                "properties": {
+                    "csr": { "type": "string", "description": "PEM PKCS#10 request with the SPIFFE ID as its one URI SAN" },
+                    "instance": { "type": "string" },
+                    "namespace": { "type": "string" },
+                    "gateway": { "type": "boolean" }
+                }
+            } } } },
+            "responses": with_errors(
+                Map::from_iter([("201".to_string(), json!({ "description": "The certificate chain (leaf then root, PEM)", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "required": ["certificateChain", "caCertificate", "identity", "notAfter", "serial"],
+                    "properties": {
+                        "certificateChain": { "type": "string" },
+                        "caCertificate": { "type": "string" },
+                        "identity": { "type": "string" },
+                        "notAfter": { "type": "string", "format": "date-time" },
+                        "serial": { "type": "string" }
+                    }
+                } } } }))]),
+                &[400, 401, 403, 404, 413, 415, 422, 503],
+            ),
+        } }),
+    );
+    paths.insert(
         "/api/v1/kinds".into(),
         json!({ "get": { "summary": "Discovery: the kinds and their JSON schemas", "responses": with_errors(json_ok("KindList", "The kinds"), &[401]) } }),
     );

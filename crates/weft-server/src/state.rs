@@ -82,4 +82,6 @@ pub struct AppState {
     pub locks: KeyLocks,
     /// Flips to true when the server begins shutting down; open watches end.
     pub shutdown: watch::Receiver<bool>,
+    /// The workload certificate authority, once enabled ([`crate::Server::enable_ca`]).
+    pub ca: std::sync::OnceLock<crate::ca::CaService>,
 }

@@ -205,7 +205,7 @@ impl Drop for Exchange {
         if error.is_none()
             && let Some((addr, tx)) = self.reuse.take()
         {
-            self.ctx.worker.pool.checkin_h1(addr, tx, Instant::now());
+            self.ctx.worker.pool.checkin_h1(addr, self.cluster.as_deref(), tx, Instant::now());
         }
     }
 }

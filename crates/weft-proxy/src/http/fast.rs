@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
+use crate::tls::Conn;
 use bytes::Bytes;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use weft_traffic::{Endpoint, FailureKind};
 
 use super::headers::next_traceparent;
@@ -59,7 +59,7 @@ pub(crate) enum FastEnd {
     /// Closed (by the client, after a response that ends the connection, or for a drain).
     Closed,
     /// A request the fast path does not take: hyper continues with these unread bytes.
-    Fallback(TcpStream, Bytes),
+    Fallback(Conn, Bytes),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -490,7 +490,7 @@ impl Chunked {
 
 /// Reads client bytes into `buf`; while `idle`, a drain makes it return an error at once.
 async fn read_client(
-    client: &mut TcpStream,
+    client: &mut Conn,
     buf: &mut Vec<u8>,
     ctx: &ConnCtx,
     idle: bool,
@@ -509,6 +509,14 @@ async fn read_client(
 }
 
 /// Runs `fut` until it completes or the request's response deadline passes (`None`).
+/// Writes all of `bytes` and flushes: a TLS connection may keep the last record buffered when
+/// the socket is full (a no-op for plain TCP).
+#[inline]
+async fn write_out(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
+    conn.write_all(bytes).await?;
+    conn.flush().await
+}
+
 async fn before_deadline<F: Future>(ctx: &ConnCtx, fut: F) -> Option<F::Output> {
     let mut fut = pin!(fut);
     poll_fn(|cx| {
@@ -635,7 +643,7 @@ async fn attempt(
             };
         let stale = reused && first_try;
         first_try = false;
-        match before_deadline(ctx, up.stream.write_all(request)).await {
+        match before_deadline(ctx, write_out(&mut up.stream, request)).await {
             None => return Err(TryError::TimedOut),
             Some(Err(_)) if stale => continue,
             Some(Err(_)) => return Err(TryError::Failed),
@@ -670,7 +678,7 @@ async fn exchange<'r>(
     method: &str,
     request: &[u8],
     resp: &mut Vec<u8>,
-    client: &mut TcpStream,
+    client: &mut Conn,
     start: Instant,
 ) -> (Outcome, Option<&'r Endpoint<Ep>>) {
     let cluster = &routed.cluster;
@@ -792,7 +800,7 @@ async fn relay(
     head: &RespHead,
     body_start: usize,
     resp: &mut Vec<u8>,
-    client: &mut TcpStream,
+    client: &mut Conn,
 ) -> Outcome {
     let status = head.status;
     let cut = |kind| Outcome::Cut { status, kind };
@@ -818,7 +826,7 @@ async fn relay(
         reusable = false; // bytes after the response: the upstream is confused
     }
     resp.extend_from_slice(&first[..take]);
-    if client.write_all(resp).await.is_err() {
+    if write_out(client, resp).await.is_err() {
         return cut(ErrorKind::ClientAbort);
     }
     let more = match head.framing {
@@ -853,7 +861,7 @@ async fn relay(
             if take < n {
                 reusable = false;
             }
-            if client.write_all(&up.buf[..take]).await.is_err() {
+            if write_out(client, &up.buf[..take]).await.is_err() {
                 return cut(ErrorKind::ClientAbort);
             }
             if done {
@@ -900,12 +908,12 @@ fn local_response(
     out.extend_from_slice(msg.as_bytes());
 }
 
-fn fallback(client: TcpStream, buf: Vec<u8>, pos: usize) -> FastEnd {
+fn fallback(client: Conn, buf: Vec<u8>, pos: usize) -> FastEnd {
     FastEnd::Fallback(client, Bytes::from(buf).slice(pos..))
 }
 
 /// Serves a client connection on the fast path until it closes or a request needs hyper.
-pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
+pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
     let proxy = &ctx.worker.proxy;
     let cfg = &proxy.config;
     let timeout_ms = cfg.timeout.as_millis() as u64;
@@ -997,7 +1005,7 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
                     refusal.retry_after,
                     None,
                 );
-                let written = client.write_all(&resp).await;
+                let written = write_out(&mut client, &resp).await;
                 let (svc, local) = match &refusal.cluster {
                     Some(c) => (c.svc(), c.local()),
                     None => (&unrouted.svc, &unrouted.local),
@@ -1033,7 +1041,7 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: TcpStream) -> FastEnd {
             Outcome::Local(status, kind, msg, mark) => {
                 let close = req.close || ctx.activity.closing();
                 local_response(&mut resp, status, &msg, close, None, mark);
-                let written = client.write_all(&resp).await;
+                let written = write_out(&mut client, &resp).await;
                 ctx.request_ended(start, svc, true, upstream, status.as_u16(), Some(kind));
                 if close || written.is_err() {
                     let _ = client.shutdown().await;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use crate::tls::Conn;
 use bytes::Bytes;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::fast::{self, FastEnd};
 use super::forward;
@@ -114,7 +114,7 @@ enum Protocol {
 pub(crate) async fn serve_connection(
     worker: Arc<Worker>,
     listener: Arc<ListenerCtx>,
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
 ) {
     let proxy = &worker.proxy;
@@ -192,7 +192,7 @@ pub(crate) async fn serve_connection(
 /// Peeks at the first bytes: the h2c preface means HTTP/2 with prior knowledge, anything else
 /// HTTP/1. Returns `None` if the client closed without sending anything. A preface split across
 /// packets is read (and later replayed to hyper) rather than peeked.
-async fn detect(stream: &mut TcpStream) -> io::Result<Option<(Protocol, Option<Bytes>)>> {
+async fn detect(stream: &mut Conn) -> io::Result<Option<(Protocol, Option<Bytes>)>> {
     let mut buf = [0u8; 24];
     let n = stream.peek(&mut buf).await?;
     if n == 0 {
@@ -226,7 +226,7 @@ async fn detect(stream: &mut TcpStream) -> io::Result<Option<(Protocol, Option<B
 /// The client socket as hyper sees it: replays bytes consumed by detection and tells the
 /// watchdog when a request head starts arriving.
 struct ServerIo {
-    stream: TcpStream,
+    stream: Conn,
     prefix: Option<Bytes>,
     ctx: Arc<ConnCtx>,
 }

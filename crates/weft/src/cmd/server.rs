@@ -44,6 +44,12 @@ pub struct ServerArgs {
     /// within seconds when it dies
     #[arg(long)]
     pub controllers: bool,
+    /// Lifetime of the workload certificates the CA signs for sidecars (renewed at 70%)
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub cert_ttl: String,
+    /// SPIFFE trust domain of workload identities (spiffe://<domain>/ns/<ns>/svc/<service>)
+    #[arg(long, default_value = "weft.local", value_name = "DOMAIN")]
+    pub trust_domain: String,
 }
 
 /// Where a server keeps its state, from `--store`.
@@ -113,6 +119,32 @@ pub async fn open(target: &StoreTarget, data_dir: &Path) -> anyhow::Result<Arc<d
             Ok(Arc::new(etcd))
         }
     }
+}
+
+/// Enables the workload CA from `<data_dir>/ca.key` and `ca.crt` (created at first start).
+pub fn enable_ca(
+    server: &Server,
+    data_dir: &Path,
+    trust_domain: &str,
+    cert_ttl: &str,
+) -> anyhow::Result<()> {
+    let ttl = cert_ttl
+        .parse::<weft_api::duration::Duration>()
+        .ok()
+        .map(|d| d.as_std())
+        .filter(|d| d.as_secs() >= 10)
+        .ok_or_else(|| {
+            exit::usage(format!(
+                "--cert-ttl {cert_ttl:?}: give a duration of at least 10s, such as 24h"
+            ))
+        })?;
+    if weft_ca::SpiffeId::parse(&format!("spiffe://{trust_domain}/ns/a/svc/b")).is_none() {
+        return Err(exit::usage(format!(
+            "--trust-domain {trust_domain:?}: give a domain name such as weft.local"
+        )));
+    }
+    server.enable_ca(data_dir, trust_domain, ttl).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
 }
 
 /// Opens the data dir's store, refusing clearly when another server holds it.
@@ -238,6 +270,7 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     let server = Server::start(store, limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let admin_token =
         server.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
+    enable_ca(&server, &data_dir, &args.trust_domain, &args.cert_ttl)?;
     let listener = bind(addr, "api", "--listen").await?;
     let local = listener.local_addr().context("reading the bound address")?;
     let url = local_url(local);

@@ -77,6 +77,9 @@ pub struct UpArgs {
     /// Gateway: most requests held per service scaled to zero (more get 503 at once)
     #[arg(long, default_value = "100", value_name = "N")]
     pub hold_queue: String,
+    /// Lifetime of the sidecars' workload certificates (mTLS; renewed at 70% of it)
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub cert_ttl: String,
 }
 
 /// A shutdown signal for one part, sent once.
@@ -141,11 +144,14 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
         bookmark_interval: "10s".into(),
         store: None,
         controllers: false,
+        cert_ttl: args.cert_ttl.clone(),
+        trust_domain: "weft.local".into(),
     })?;
     let api =
         Server::start(Arc::new(store), limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let admin_token =
         api.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
+    server::enable_ca(&api, &data_dir, "weft.local", &args.cert_ttl)?;
     let url = server::local_url(api_listener.local_addr().context("reading the api address")?);
     weft_server::auth::write_private(&data_dir.join(SERVER_FILE), &format!("{url}\n"))
         .with_context(|| format!("writing {}", data_dir.join(SERVER_FILE).display()))?;
@@ -336,6 +342,12 @@ fn gateway_args(
     token: &str,
     args: &UpArgs,
 ) -> anyhow::Result<weft_proxy::ProxyArgs> {
+    // The gateway originates mTLS into the mesh as the agent's sidecars expect (the agent reads
+    // the same variable for them).
+    let mtls = match std::env::var("WEFT_MESH_MTLS").as_deref() {
+        Ok(m @ ("strict" | "permissive" | "off")) => m.to_string(),
+        _ => "strict".to_string(),
+    };
     #[derive(Parser)]
     struct Gateway {
         #[command(flatten)]
@@ -353,6 +365,8 @@ fn gateway_args(
         &args.hold_timeout,
         "--hold-queue",
         &args.hold_queue,
+        "--mtls",
+        &mtls,
     ];
     Gateway::try_parse_from(argv).map(|g| g.args).map_err(|e| {
         anyhow::anyhow!("gateway flags: {}", e.to_string().lines().next().unwrap_or(""))
