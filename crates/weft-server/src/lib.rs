@@ -9,6 +9,7 @@
 pub mod activate;
 pub mod auth;
 pub mod cache;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod keys;
