@@ -305,6 +305,8 @@ function renderInstances() {
     ];
   });
   $('instances-count').textContent = `${S.instances.size}`;
+  const p = window.__weftPerf;
+  if (!p.instanceRows || p.instanceRows.n !== S.instances.size) p.instanceRows = { n: S.instances.size, at: performance.now() };
 }
 
 function autoscalerFor(dep) {
