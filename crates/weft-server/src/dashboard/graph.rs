@@ -142,8 +142,13 @@ pub fn build(services: &[(String, String)], instances: &[InstanceRound]) -> Grap
             }
         }
     }
+    // A quiet series to a name that is no Service (sidecars keep series such as
+    // `service="unknown"` for requests they could not route) is no edge; a live one is shown,
+    // failures and all.
+    let known: BTreeSet<String> = services.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
     let mut out_edges: Vec<Edge> = edges
         .into_iter()
+        .filter(|((_, to), acc)| known.contains(to) || acc.sum.requests > 0.0)
         .map(|((from, to), acc)| {
             let (rps, success_rate, p99_ms, in_flight) = acc.figures();
             Edge { from, to, rps, success_rate, p99_ms, in_flight }
@@ -226,7 +231,7 @@ mod tests {
                 ],
             ),
             inst("catalog", &[("inbound", "catalog", c(40.0, 2.0, 40.0))]),
-            inst("pricing", &[]),
+            inst("pricing", &[("outbound", "unknown", c(0.0, 0.0, 0.0))]),
             InstanceRound {
                 namespace: "default".into(),
                 deployment: "cart".into(),
