@@ -370,7 +370,7 @@ function layout(nodes, edges) {
     (columns[c] || (columns[c] = [])).push(n);
   }
   const pos = new Map();
-  const W = 170, H = 54, GX = 110, GY = 26;
+  const W = 160, H = 54, GX = 220, GY = 30;
   let height = 0;
   columns.forEach((col, c) => {
     (col || []).forEach((n, r) => {
