@@ -9,8 +9,8 @@
 //!   `$CARGO_TARGET_TMPDIR/dashboard/` (the path is printed). Without a browser that test says
 //!   it was skipped and why, unless `WEFT_REQUIRE_BROWSER=1` (CI), where that is a failure.
 //!
-//! The browser is driven over the W3C WebDriver protocol with the tests' own raw HTTP/1.1
-//! helper (`common::request`) rather than a WebDriver crate such as `fantoccini`: the handful
+//! The browser is driven over the W3C WebDriver protocol with a few lines of raw HTTP/1.1
+//! here rather than a WebDriver crate such as `fantoccini`: the handful
 //! of calls needed (new session, navigate, execute script, screenshot, delete) are JSON over
 //! HTTP, and this adds no dependency (no TLS stack, no Cargo.lock change, builds offline).
 //!
@@ -19,6 +19,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -237,21 +238,49 @@ impl Browser {
         b
     }
 
-    /// One WebDriver command; its `value`, or the error's.
+    /// One WebDriver command; its `value`, or the error's. The answer is read by its
+    /// Content-Length: chromedriver keeps connections open despite `Connection: close`.
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-        let body = body.map(|b| b.to_string());
-        let r = request(
-            &self.addr,
-            method,
-            path,
-            None,
-            &[("Content-Type", "application/json; charset=utf-8")],
-            body.as_deref().map(str::as_bytes),
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut s = TcpStream::connect(&self.addr).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
         )
         .map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_slice(&r.body).map_err(|e| format!("{e}: {}", r.text()))?;
-        if r.status != 200 {
-            return Err(format!("{method} {path}: {} {}", r.status, v["value"]));
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let (status, start, len) = loop {
+            let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!("{method} {path}: connection closed early"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status: u16 = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| format!("{method} {path}: no content-length"))?;
+            break (status, end + 4, len);
+        };
+        while buf.len() < start + len {
+            let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = &buf[start..(start + len).min(buf.len())];
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(body)))?;
+        if status != 200 {
+            return Err(format!("{method} {path}: {status} {}", v["value"]));
         }
         Ok(v["value"].clone())
     }
