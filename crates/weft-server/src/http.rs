@@ -55,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/{plural}", get(list_all))
         .route("/api/v1/{plural}/{name}", get(get_one).put(put_spec).delete(delete_one))
         .route("/api/v1/{plural}/{name}/status", put(put_status))
+        .merge(crate::dashboard::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record))

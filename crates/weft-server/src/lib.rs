@@ -10,6 +10,7 @@ pub mod activate;
 pub mod auth;
 pub mod ca;
 pub mod cache;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod keys;

@@ -356,6 +356,7 @@ fn build() -> Value {
             ),
         } }),
     );
+    paths.insert("/api/v1/dashboard/graph".into(), dashboard_graph());
     paths.insert(
         "/api/v1/certificates".into(),
         json!({ "post": {
@@ -453,4 +454,57 @@ pub fn paths() -> Vec<String> {
             d.get("paths").and_then(Value::as_object).map(|p| p.keys().cloned().collect())
         })
         .unwrap_or_default()
+}
+
+/// `GET /api/v1/dashboard/graph` (see `crate::dashboard`).
+fn dashboard_graph() -> Value {
+    let num = json!({ "type": "number" });
+    let opt = json!({ "type": ["number", "null"] });
+    let figures = |extra: Value| {
+        let mut props = json!({
+            "rps": num, "successRate": opt, "p99Ms": opt, "inFlight": num
+        });
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        props
+    };
+    let node = json!({
+        "type": "object",
+        "required": ["id", "namespace", "name", "kind", "instances", "ready", "rps", "successRate", "p99Ms", "inFlight"],
+        "properties": figures(json!({
+            "id": { "type": "string", "description": "namespace/name, or ingress" },
+            "namespace": { "type": "string" },
+            "name": { "type": "string" },
+            "kind": { "enum": ["service", "ingress"] },
+            "instances": { "type": "integer", "minimum": 0 },
+            "ready": { "type": "integer", "minimum": 0 }
+        }))
+    });
+    let edge = json!({
+        "type": "object",
+        "required": ["from", "to", "rps", "successRate", "p99Ms", "inFlight"],
+        "properties": figures(json!({
+            "from": { "type": "string" },
+            "to": { "type": "string" }
+        }))
+    });
+    json!({ "get": {
+        "summary": "The service graph for the dashboard: services, and calls between them with requests/s, success rate (non-5xx share) and p99 over the last few seconds, from the sidecars' metrics",
+        "responses": with_errors(
+            Map::from_iter([("200".to_string(), json!({ "description": "The graph", "content": { "application/json": { "schema": {
+                "type": "object",
+                "required": ["at", "windowSeconds", "scraped", "failed", "nodes", "edges"],
+                "properties": {
+                    "at": { "type": "string", "format": "date-time" },
+                    "windowSeconds": { "type": "number", "minimum": 0 },
+                    "scraped": { "type": "integer", "minimum": 0 },
+                    "failed": { "type": "integer", "minimum": 0 },
+                    "nodes": { "type": "array", "items": node },
+                    "edges": { "type": "array", "items": edge }
+                }
+            } } } }))]),
+            &[400, 401, 403],
+        ),
+    } })
 }

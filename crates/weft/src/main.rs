@@ -58,6 +58,8 @@ enum Command {
     /// Create, list and revoke api tokens
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
+    /// Print the web dashboard's link (with the token), or --open it
+    Dashboard(cmd::dashboard::DashboardArgs),
     /// Replay a request-rate trace through an Autoscaler and the Kubernetes HPA, offline
     Sim(cmd::sim::SimArgs),
     /// Run the sidecar proxy (or a plain reverse proxy with --upstream)
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
             Command::Rollout(c) => cmd::rollout::run(conn, c).await,
             Command::Token(c) => cmd::token::run(conn, c).await,
             Command::Top(args) => cmd::top::run(conn, args).await,
+            Command::Dashboard(args) => cmd::dashboard::run(conn, args).await,
             Command::Sim(args) => cmd::sim::run(args),
             Command::Proxy(args) => weft_proxy::run(*args).await,
         }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod agent;
 pub mod apply;
+pub mod dashboard;
 pub mod delete;
 pub mod describe;
 pub mod get;

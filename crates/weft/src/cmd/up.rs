@@ -205,7 +205,7 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
                 r = &mut api_task => return Err(ended("api server", r.map(|r| r.map_err(anyhow::Error::from)))),
             }
         }
-        banner(&url, &gateway_url, &data_dir, conn);
+        banner(&url, &gateway_url, &admin_token, &data_dir, conn);
         tokio::select! {
             _ = &mut ctrl_c => Ok(()),
             r = &mut agent_task => Err(ended("agent", r)),
@@ -480,14 +480,25 @@ async fn snapshot(
     Ok((all, lines))
 }
 
-fn banner(url: &str, gateway: &str, data_dir: &std::path::Path, conn: &Connection) {
+fn banner(
+    url: &str,
+    gateway: &str,
+    admin_token: &str,
+    data_dir: &std::path::Path,
+    conn: &Connection,
+) {
     let dd = if conn.data_dir.is_some() {
         format!(" --data-dir {}", data_dir.display())
     } else {
         String::new()
     };
+    // The dashboard link carries the admin token (in the URL fragment, which never reaches a
+    // server's logs): `weft up` is a local, single-user tool whose admin token already sits in
+    // the user's own data dir, and this terminal is that user's. Shared servers use
+    // `weft dashboard` with a token of their own (e.g. a viewer token) instead.
+    let dashboard = super::dashboard::link(url, Some(admin_token));
     eprintln!(
-        "\nweft is up.\n  gateway:   {gateway}/\n  api:       {url}  (admin token in {})\n\nTry, in another terminal:\n  weft get inst -o wide{dd}\n  weft get svc{dd}\n  weft logs INSTANCE -f{dd}\n  weft scale deploy NAME --replicas 3{dd}\n\nCtrl-C stops everything.",
+        "\nweft is up.\n  gateway:   {gateway}/\n  api:       {url}  (admin token in {})\n  dashboard: {dashboard}\n\nTry, in another terminal:\n  weft get inst -o wide{dd}\n  weft get svc{dd}\n  weft logs INSTANCE -f{dd}\n  weft scale deploy NAME --replicas 3{dd}\n\nCtrl-C stops everything.",
         data_dir.join(weft_server::auth::ADMIN_TOKEN_FILE).display()
     );
 }
