@@ -280,6 +280,8 @@ fn killing_the_leader_under_load_fails_no_request() {
     let gw_log = tmp.path().join("gateway.log");
     let mut gw = std::process::Command::new(BIN)
         .args(["proxy", "--gateway", &gateway, "--server", &both, "--token", &proxy_token])
+        // Into the mesh over mTLS, as `weft up`'s gateway (the agent's sidecars are strict).
+        .args(["--mtls", "strict"])
         .stdout(std::fs::File::create(&gw_log).unwrap())
         .stderr(std::fs::File::create(tmp.path().join("gateway.err")).unwrap())
         .spawn()
