@@ -415,11 +415,19 @@ fn a_browser_shows_the_demo_live_with_the_scale_event_on_the_timeline() {
     // The token left the address bar at once.
     let href = browser.js("return location.href");
     assert!(!href.as_str().unwrap().contains("token"), "{href}");
-    let paint = browser.js(
-        "const p = performance.getEntriesByType('paint').find((e) => e.name === 'first-contentful-paint'); \
-         const n = performance.getEntriesByType('navigation')[0]; \
-         return { fcp: p ? p.startTime : null, domContentLoaded: n ? n.domContentLoadedEventEnd : null, load: n ? n.loadEventEnd : null };",
-    );
+    // The paint entry is recorded once the first frame is painted, which can be after `goto`
+    // returns: read until it is there (with a deadline).
+    let read_paint = || {
+        browser.js(
+            "const p = performance.getEntriesByType('paint').find((e) => e.name === 'first-contentful-paint'); \
+             const n = performance.getEntriesByType('navigation')[0]; \
+             return { fcp: p ? p.startTime : null, domContentLoaded: n ? n.domContentLoadedEventEnd : null, load: n ? n.loadEventEnd : null };",
+        )
+    };
+    let paint = wait_for("a first-contentful-paint entry", Duration::from_secs(10), || {
+        let p = read_paint();
+        p["fcp"].as_f64().is_some().then_some(p)
+    });
     eprintln!("first paint (ms since navigation start): {paint}");
 
     let seen = wait_page(
