@@ -11,19 +11,6 @@ use std::time::Duration;
 
 use common::agent::AgentProcess;
 use common::*;
-use serde_json::{Value, json};
-
-fn web() -> Value {
-    json!({
-        "apiVersion": "weft/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 2, "template": {
-            "command": ["weft-demo", "pricing"], "env": {"LOG": "warn"},
-            "ports": [{"name": "http", "port": 8080, "protocol": "http"}],
-            "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
-            "readiness": {"http": {"path": "/healthz"}, "periodSeconds": 1}
-        }}
-    })
-}
 
 /// (node, address) of each ready, not terminating instance of `web`.
 fn ready_web(s: &Server) -> Vec<(String, String)> {
@@ -59,7 +46,7 @@ fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
             nodes["items"].as_array()?.iter().filter(|n| n["status"]["ready"] == true).count();
         (ready == 2).then_some(())
     });
-    assert_eq!(s.put_json(&deploy_path("web"), &web()).status, 201);
+    assert_eq!(s.put_json(&deploy_path("web"), &demo_web(2)).status, 201);
     // Spread: one instance per node, each on its node's address.
     let placed = wait_for("an instance ready on each node", Duration::from_secs(60), || {
         let r = ready_web(&s);
@@ -92,13 +79,7 @@ fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
 
     // Static stability: with the control plane gone, the mesh keeps serving. A gateway (its
     // certificate and routes from the server while it was up) reaches the instances over mTLS.
-    let svc = json!({
-        "apiVersion": "weft/v1", "kind": "Service", "metadata": {"name": "web"},
-        "spec": {"selector": {"deployment": "web"},
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "http"}],
-                 "ingress": {"pathPrefix": "/"}}
-    });
-    assert_eq!(s.put_json(&svc_path("web"), &svc).status, 201);
+    assert_eq!(s.put_json(&svc_path("web"), &demo_web_service()).status, 201);
     let gateway = format!("127.0.0.1:{}", closed_port());
     let proxy_token = s.create_token("proxy", None);
     let mut gw = std::process::Command::new(BIN)

@@ -167,18 +167,23 @@ fn web_instances(s: &Server) -> usize {
         .unwrap_or(0)
 }
 
+/// Two `weft server --controllers` on `fx`'s etcd under `prefix`, the first one leading.
+fn leader_pair(fx: &Fixture, prefix: &str) -> (Server, Server) {
+    let url = format!("{}/{prefix}", fx.etcd.url());
+    let a = Server::with_args(&["--store", &url, "--controllers"]);
+    wait_for("a to lead", Duration::from_secs(20), || {
+        a.log_text().contains("controllers: leading").then_some(())
+    });
+    (a, Server::with_args(&["--store", &url, "--controllers"]))
+}
+
 /// Two `weft server --controllers` on one etcd: exactly one runs the controllers (the
 /// deployment's instances are created once, not twice); SIGKILL it and the other takes over
 /// within seconds and acts (a scale-up is carried out).
 #[test]
 fn controllers_run_on_one_elected_server_and_fail_over() {
     let Some(fx) = etcd("controllers_run_on_one_elected_server_and_fail_over") else { return };
-    let url = format!("{}/weft-ha", fx.etcd.url());
-    let mut a = Server::with_args(&["--store", &url, "--controllers"]);
-    wait_for("a to lead", Duration::from_secs(20), || {
-        a.log_text().contains("controllers: leading").then_some(())
-    });
-    let b = Server::with_args(&["--store", &url, "--controllers"]);
+    let (mut a, b) = leader_pair(&fx, "weft-ha");
     assert_eq!(b.put_json(&deploy_path("web"), &deployment("web", 2)).status, 201);
     wait_for("2 instances", Duration::from_secs(20), || (web_instances(&b) == 2).then_some(()));
     // b campaigns but does not lead while a does: no second set of instances, and no log.
@@ -241,12 +246,7 @@ fn killing_the_leader_under_load_fails_no_request() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     let Some(fx) = etcd("killing_the_leader_under_load_fails_no_request") else { return };
-    let url = format!("{}/weft-ha2", fx.etcd.url());
-    let mut a = Server::with_args(&["--store", &url, "--controllers"]);
-    wait_for("a to lead", Duration::from_secs(20), || {
-        a.log_text().contains("controllers: leading").then_some(())
-    });
-    let b = Server::with_args(&["--store", &url, "--controllers"]);
+    let (mut a, b) = leader_pair(&fx, "weft-ha2");
     let both = format!("{},{}", a.url, b.url);
     let tmp = tempfile::tempdir().unwrap();
     let agent_token = b.create_token("agent", None);
@@ -258,23 +258,8 @@ fn killing_the_leader_under_load_fails_no_request() {
         &tmp.path().join("n1"),
         true,
     );
-    let web = serde_json::json!({
-        "apiVersion": "weft/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 2, "template": {
-            "command": ["weft-demo", "pricing"], "env": {"LOG": "warn"},
-            "ports": [{"name": "http", "port": 8080, "protocol": "http"}],
-            "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
-            "readiness": {"http": {"path": "/healthz"}, "periodSeconds": 1}
-        }}
-    });
-    let svc = serde_json::json!({
-        "apiVersion": "weft/v1", "kind": "Service", "metadata": {"name": "web"},
-        "spec": {"selector": {"deployment": "web"},
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "http"}],
-                 "ingress": {"pathPrefix": "/"}}
-    });
-    assert_eq!(b.put_json(&deploy_path("web"), &web).status, 201);
-    assert_eq!(b.put_json(&svc_path("web"), &svc).status, 201);
+    assert_eq!(b.put_json(&deploy_path("web"), &demo_web(2)).status, 201);
+    assert_eq!(b.put_json(&svc_path("web"), &demo_web_service()).status, 201);
     let gateway = format!("127.0.0.1:{}", closed_port());
     let proxy_token = b.create_token("proxy", None);
     let gw_log = tmp.path().join("gateway.log");

@@ -872,3 +872,27 @@ pub fn name_of(v: &Value) -> &str {
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
+
+/// A deployment `web` of the demo's pricing app (`weft-demo`, found on the agent's PATH), ready
+/// once `/healthz` answers: for tests that run real instances.
+pub fn demo_web(replicas: i64) -> Value {
+    json!({
+        "apiVersion": "weft/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "template": {
+            "command": ["weft-demo", "pricing"], "env": {"LOG": "warn"},
+            "ports": [{"name": "http", "port": 8080, "protocol": "http"}],
+            "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+            "readiness": {"http": {"path": "/healthz"}, "periodSeconds": 1}
+        }}
+    })
+}
+
+/// Service `web` for [`demo_web`], on the gateway at `/`.
+pub fn demo_web_service() -> Value {
+    json!({
+        "apiVersion": "weft/v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"deployment": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "http"}],
+                 "ingress": {"pathPrefix": "/"}}
+    })
+}
