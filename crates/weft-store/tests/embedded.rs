@@ -1,6 +1,8 @@
 //! The conformance suite against `Embedded`, plus what only the embedded backend promises:
 //! persistence across reopen, crash durability, file locking, lag recovery and shutdown.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -9,11 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use common::*;
 use weft_store::embedded::{Embedded, Options};
-use weft_store::{Event, Precondition, Revision, Store, StoreError, WatchStream, conformance};
-
-const WAIT: Duration = Duration::from_secs(20);
+use weft_store::{Event, Precondition, Revision, Store, StoreError, conformance};
 
 fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("store.redb")
@@ -21,28 +21,6 @@ fn db_path(dir: &tempfile::TempDir) -> PathBuf {
 
 fn open(path: &Path) -> Embedded {
     Embedded::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
-fn val(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-async fn put(store: &Embedded, key: &str, value: &str) -> weft_store::KeyValue {
-    store
-        .put(key, val(value), Precondition::None)
-        .await
-        .unwrap_or_else(|e| panic!("put {key}: {e}"))
-}
-
-async fn next(watch: &mut WatchStream) -> Option<Result<Event, StoreError>> {
-    tokio::time::timeout(WAIT, watch.next()).await.expect("watch produced nothing in time")
-}
-
-async fn next_event(watch: &mut WatchStream) -> Event {
-    match next(watch).await {
-        Some(Ok(event)) => event,
-        other => panic!("expected an event, got {other:?}"),
-    }
 }
 
 // ---- the conformance suite, one test per case on a fresh store ----

@@ -7,15 +7,15 @@
 //! every test fails saying so, unless `WEFT_SKIP_ETCD=1`, which skips them.
 #![cfg(feature = "etcd")]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use common::*;
 use weft_store::etcd::{Etcd, LocalEtcd, Options};
-use weft_store::{Event, EventKind, Op, Precondition, Store, StoreError, WatchStream, conformance};
-
-const WAIT: Duration = Duration::from_secs(20);
+use weft_store::{Event, EventKind, Op, Precondition, Store, StoreError, conformance};
 
 /// A running etcd and the temp dir holding its data.
 struct Fixture {
@@ -40,28 +40,6 @@ async fn connect_with(etcd: &LocalEtcd, options: Options) -> Etcd {
     Etcd::connect_with(&[etcd.endpoint()], options)
         .await
         .unwrap_or_else(|e| panic!("connecting to {}: {e}", etcd.endpoint()))
-}
-
-fn val(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-async fn put(store: &Etcd, key: &str, value: &str) -> weft_store::KeyValue {
-    store
-        .put(key, val(value), Precondition::None)
-        .await
-        .unwrap_or_else(|e| panic!("put {key}: {e}"))
-}
-
-async fn next(watch: &mut WatchStream) -> Option<Result<Event, StoreError>> {
-    tokio::time::timeout(WAIT, watch.next()).await.expect("watch produced nothing in time")
-}
-
-async fn next_event(watch: &mut WatchStream) -> Event {
-    match next(watch).await {
-        Some(Ok(event)) => event,
-        other => panic!("expected an event, got {other:?}"),
-    }
 }
 
 // ---- the conformance suite, one test per case, each on its own etcd ----
