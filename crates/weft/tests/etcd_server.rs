@@ -177,6 +177,23 @@ fn leader_pair(fx: &Fixture, prefix: &str) -> (Server, Server) {
     (a, Server::with_args(&["--store", &url, "--controllers"]))
 }
 
+/// SIGKILLs the leading server `a` and waits for `b` to lead; how long that took.
+fn kill_leader(a: &mut Server, b: &Server) -> Duration {
+    let killed = std::time::Instant::now();
+    a.kill();
+    wait_for("b to lead", Duration::from_secs(15), || {
+        b.log_text().contains("controllers: leading").then_some(())
+    });
+    killed.elapsed()
+}
+
+/// Sets deployment `web`'s replicas through `s`.
+fn scale_web(s: &Server, replicas: i64) {
+    let mut d = s.get(&deploy_path("web")).json();
+    d["spec"]["replicas"] = replicas.into();
+    assert_eq!(s.put_json(&deploy_path("web"), &d).status, 200);
+}
+
 /// Two `weft server --controllers` on one etcd: exactly one runs the controllers (the
 /// deployment's instances are created once, not twice); SIGKILL it and the other takes over
 /// within seconds and acts (a scale-up is carried out).
@@ -191,15 +208,8 @@ fn controllers_run_on_one_elected_server_and_fail_over() {
     assert_eq!(web_instances(&b), 2, "instances created twice?");
     assert!(!b.log_text().contains("controllers: leading"), "{}", b.log_text());
 
-    let killed = std::time::Instant::now();
-    a.kill();
-    wait_for("b to lead", Duration::from_secs(15), || {
-        b.log_text().contains("controllers: leading").then_some(())
-    });
-    let failover = killed.elapsed();
-    let mut d = b.get(&deploy_path("web")).json();
-    d["spec"]["replicas"] = 3.into();
-    assert_eq!(b.put_json(&deploy_path("web"), &d).status, 200);
+    let failover = kill_leader(&mut a, &b);
+    scale_web(&b, 3);
     wait_for("3 instances", Duration::from_secs(20), || (web_instances(&b) == 3).then_some(()));
     eprintln!("leader SIGKILLed; the other server led after {failover:?}");
     assert!(failover < Duration::from_secs(10), "{failover:?}");
@@ -305,16 +315,9 @@ fn killing_the_leader_under_load_fails_no_request() {
     wait_for("some load", Duration::from_secs(10), || {
         (ok.load(Ordering::Relaxed) > 50).then_some(())
     });
-    let killed = std::time::Instant::now();
-    a.kill();
-    wait_for("b to lead", Duration::from_secs(15), || {
-        b.log_text().contains("controllers: leading").then_some(())
-    });
-    let failover = killed.elapsed();
+    let failover = kill_leader(&mut a, &b);
     // The new leader acts, and the agent (now talking to b) carries it out.
-    let mut d = b.get(&deploy_path("web")).json();
-    d["spec"]["replicas"] = 3.into();
-    assert_eq!(b.put_json(&deploy_path("web"), &d).status, 200);
+    scale_web(&b, 3);
     wait_for("3 ready instances", Duration::from_secs(30), || {
         let list = b.get("/api/v1/namespaces/default/instances").json();
         let ready = list["items"]
