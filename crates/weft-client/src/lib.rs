@@ -196,6 +196,10 @@ impl Client {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        if self.bases.len() == 1 {
+            // One server: nothing to fall back to, so no copy of the request for a second try.
+            return self.http.request(req).await.map_err(|e| unreachable(self.base(0), &e));
+        }
         let (parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let start = self.current.load(Ordering::Relaxed);
@@ -224,16 +228,8 @@ impl Client {
                     return Ok(resp);
                 }
                 Err(e) => {
-                    let connect = e.is_connect();
-                    use std::error::Error as _;
-                    let mut reason = e.to_string();
-                    let mut source = e.source();
-                    while let Some(s) = source {
-                        reason = s.to_string();
-                        source = s.source();
-                    }
-                    last = Some(ClientError::Unreachable { url: base.to_string(), reason });
-                    if !connect {
+                    last = Some(unreachable(base, &e));
+                    if !e.is_connect() {
                         break;
                     }
                 }
@@ -602,6 +598,18 @@ fn lines(body: hyper::body::Incoming) -> impl Stream<Item = Result<WatchEvent>> 
             }
         },
     )
+}
+
+/// A failed send to `url`, with the innermost cause (e.g. "Connection refused").
+fn unreachable(url: &str, e: &hyper_util::client::legacy::Error) -> ClientError {
+    use std::error::Error as _;
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    ClientError::Unreachable { url: url.to_string(), reason }
 }
 
 #[cfg(test)]
