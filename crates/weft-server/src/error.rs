@@ -32,6 +32,15 @@ impl From<StoreError> for Error {
             StoreError::Closed => {
                 ApiError::new(ErrorCode::Unavailable, "the server is shutting down")
             }
+            // Not the caller's fault and not a bug here: the store's backend is down or has
+            // lost quorum. 503 tells clients to retry (or try another api server).
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "store unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("the cluster store is unavailable, retry shortly: {why}"),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal(format!("store failure: {other}"))
@@ -48,6 +57,9 @@ impl IntoResponse for Error {
         let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.0.code == ErrorCode::Unavailable {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.0.code == ErrorCode::Unauthorized {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

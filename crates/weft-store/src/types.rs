@@ -114,6 +114,10 @@ pub enum StoreError {
     FutureRevision { requested: Revision, current: Revision },
     #[error("the store is closed")]
     Closed,
+    /// The backend could not be reached or could not serve in time (etcd down, no quorum).
+    /// The request may be retried; the api answers 503 rather than 500.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("store backend failure: {0}")]
     Backend(String),
 }

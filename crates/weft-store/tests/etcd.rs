@@ -92,7 +92,7 @@ async fn connecting_to_an_etcd_that_is_down_fails_clearly() {
     let options = Options { connect_timeout: Duration::from_secs(2), ..Options::default() };
     let started = Instant::now();
     match Etcd::connect_with(std::slice::from_ref(&endpoint), options).await {
-        Err(StoreError::Backend(msg)) => {
+        Err(StoreError::Unavailable(msg)) => {
             assert!(
                 msg.starts_with(&format!("etcd at {endpoint} is unreachable: ")),
                 "unclear error: {msg}"
@@ -101,14 +101,14 @@ async fn connecting_to_an_etcd_that_is_down_fails_clearly() {
             assert!(!msg.contains('\n'), "one line: {msg}");
             eprintln!("error: {msg}");
         }
-        other => panic!("expected a Backend error, got {other:?}"),
+        other => panic!("expected an Unavailable error, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 
     for bad in [vec![], vec!["127.0.0.1".to_string()], vec!["https://127.0.0.1:2379".to_string()]] {
         match Etcd::connect(&bad, "").await {
             Err(StoreError::Backend(msg)) => assert!(msg.contains("etcd endpoint"), "{msg}"),
-            other => panic!("{bad:?}: expected a Backend error, got {other:?}"),
+            other => panic!("{bad:?}: expected an Unavailable error, got {other:?}"),
         }
     }
 }
@@ -164,7 +164,7 @@ async fn watch_resumes_after_etcd_restarts() {
 
     fx.etcd.kill();
     match store.put("/w/during", val("x"), Precondition::None).await {
-        Err(StoreError::Backend(msg)) => {
+        Err(StoreError::Unavailable(msg)) => {
             assert!(msg.contains("is unreachable") && msg.contains("is etcd running?"), "{msg}");
             eprintln!("write while etcd is down: {msg}");
         }
@@ -216,12 +216,12 @@ async fn watch_ends_clearly_when_etcd_stays_down() {
     fx.etcd.kill();
     let killed = Instant::now();
     match next(&mut watch).await {
-        Some(Err(StoreError::Backend(msg))) => {
+        Some(Err(StoreError::Unavailable(msg))) => {
             assert!(msg.contains("could not resume") && msg.contains("is unreachable"), "{msg}");
             assert!(msg.contains(&format!("after revision {}", kv.mod_revision)), "{msg}");
             eprintln!("watch error: {msg}");
         }
-        other => panic!("expected a Backend error, got {other:?}"),
+        other => panic!("expected an Unavailable error, got {other:?}"),
     }
     let waited = killed.elapsed();
     assert!(
@@ -348,7 +348,7 @@ async fn etcd_limits_fail_clearly() {
     assert_eq!(r.results.len(), 128);
     match store.txn(ops(129)).await {
         Err(StoreError::Backend(msg)) => assert!(msg.contains("--max-txn-ops"), "{msg}"),
-        other => panic!("expected a Backend error, got {other:?}"),
+        other => panic!("expected an Unavailable error, got {other:?}"),
     }
     let mut conditional = ops(100);
     if let Op::Put { precondition, .. } = &mut conditional[57] {
@@ -366,7 +366,7 @@ async fn etcd_limits_fail_clearly() {
     let big = Bytes::from(vec![b'x'; 2 << 20]);
     match store.put("/big", big, Precondition::None).await {
         Err(StoreError::Backend(msg)) => assert!(msg.contains("--max-request-bytes"), "{msg}"),
-        other => panic!("expected a Backend error, got {other:?}"),
+        other => panic!("expected an Unavailable error, got {other:?}"),
     }
     // Lists bigger than one page come back whole and sorted, from one snapshot.
     let (listed, rev) = store.list("/many/").await.unwrap();

@@ -119,6 +119,10 @@ fn api_watchers_survive_an_etcd_restart() {
     assert_ne!(down.code, 0, "a write with etcd down must fail: {down:?}");
     assert!(down.stderr.contains("etcd"), "the error names etcd: {}", down.stderr);
     eprintln!("apply with etcd down: {}", down.stderr.trim());
+    // A store that is down is the cluster's trouble, not a bug in weft: 503 (retry), not 500.
+    let raw = s.put_json(&svc_path("catalog"), &service("catalog"));
+    let msg = raw.error(503, "Unavailable");
+    assert!(msg.contains("store is unavailable") && msg.contains("etcd"), "{msg}");
     fx.etcd.restart().expect("restart etcd");
 
     apply(&s, "catalog", 81);

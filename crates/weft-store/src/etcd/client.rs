@@ -181,7 +181,7 @@ impl Etcd {
             // Requests (and watches) fail instead of hanging on a member without a leader.
             .with_require_leader(true);
         let unreachable = |detail: String| {
-            StoreError::Backend(format!(
+            StoreError::Unavailable(format!(
                 "etcd at {shown} is unreachable: {}; is etcd running?",
                 one_line(&detail)
             ))
@@ -383,7 +383,7 @@ impl Inner {
         let detail = one_line(&err.message());
         let endpoints = &self.endpoints;
         if err.is_unreachable() {
-            return StoreError::Backend(format!(
+            return StoreError::Unavailable(format!(
                 "etcd at {endpoints} is unreachable: {detail} ({what}); is etcd running?"
             ));
         }

@@ -112,7 +112,8 @@ pub async fn open(target: &StoreTarget, data_dir: &Path) -> anyhow::Result<Arc<d
             let etcd = Etcd::connect(endpoints, prefix).await.map_err(|e| Exit {
                 code: exit::FAILURE,
                 message: match e {
-                    weft_store::StoreError::Backend(message) => message,
+                    weft_store::StoreError::Backend(message)
+                    | weft_store::StoreError::Unavailable(message) => message,
                     other => other.to_string(),
                 },
             })?;

@@ -223,10 +223,10 @@ impl Follow {
             };
             if Instant::now() + delay >= deadline {
                 let why = match err {
-                    StoreError::Backend(why) => why,
+                    StoreError::Backend(why) | StoreError::Unavailable(why) => why,
                     other => other.to_string(),
                 };
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Unavailable(format!(
                     "the watch on {:?} broke and could not resume after revision {} within \
                      {window:?}: {why}",
                     self.prefix, self.cursor
