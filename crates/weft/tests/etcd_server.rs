@@ -432,7 +432,7 @@ fn a_three_member_etcd_three_servers_and_two_agents_ride_out_each_failure() {
     let leading = |s: &Server| s.log_text().contains("controllers: leading");
     let a = Server::with_args(&["--store", &url, "--controllers"]);
     wait_for("a to lead", Duration::from_secs(20), || leading(&a).then_some(()));
-    let mut servers = vec![
+    let mut servers = [
         a,
         Server::with_args(&["--store", &url, "--controllers"]),
         Server::with_args(&["--store", &url, "--controllers"]),
