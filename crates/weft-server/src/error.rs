@@ -41,6 +41,13 @@ impl From<StoreError> for Error {
                     format!("the cluster store is unavailable, retry shortly: {why}"),
                 )
             }
+            StoreError::TooLarge(why) => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the change is too large for the store to write at once: {why}; apply fewer \
+                     objects per request (or raise the store's limit)"
+                ),
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal(format!("store failure: {other}"))

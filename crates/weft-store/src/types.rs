@@ -118,6 +118,10 @@ pub enum StoreError {
     /// The request may be retried; the api answers 503 rather than 500.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend refuses a transaction this large (etcd's `--max-txn-ops` or
+    /// `--max-request-bytes`); nothing was written. Smaller transactions would succeed.
+    #[error("transaction too large for the store: {0}")]
+    TooLarge(String),
     #[error("store backend failure: {0}")]
     Backend(String),
 }

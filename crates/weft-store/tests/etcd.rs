@@ -108,7 +108,7 @@ async fn connecting_to_an_etcd_that_is_down_fails_clearly() {
     for bad in [vec![], vec!["127.0.0.1".to_string()], vec!["https://127.0.0.1:2379".to_string()]] {
         match Etcd::connect(&bad, "").await {
             Err(StoreError::Backend(msg)) => assert!(msg.contains("etcd endpoint"), "{msg}"),
-            other => panic!("{bad:?}: expected an Unavailable error, got {other:?}"),
+            other => panic!("{bad:?}: expected a Backend error, got {other:?}"),
         }
     }
 }
@@ -347,8 +347,8 @@ async fn etcd_limits_fail_clearly() {
     let r = store.txn(ops(128)).await.expect("128 ops: etcd's default limit");
     assert_eq!(r.results.len(), 128);
     match store.txn(ops(129)).await {
-        Err(StoreError::Backend(msg)) => assert!(msg.contains("--max-txn-ops"), "{msg}"),
-        other => panic!("expected an Unavailable error, got {other:?}"),
+        Err(StoreError::TooLarge(msg)) => assert!(msg.contains("--max-txn-ops"), "{msg}"),
+        other => panic!("expected a TooLarge error, got {other:?}"),
     }
     let mut conditional = ops(100);
     if let Op::Put { precondition, .. } = &mut conditional[57] {
@@ -365,8 +365,8 @@ async fn etcd_limits_fail_clearly() {
     }
     let big = Bytes::from(vec![b'x'; 2 << 20]);
     match store.put("/big", big, Precondition::None).await {
-        Err(StoreError::Backend(msg)) => assert!(msg.contains("--max-request-bytes"), "{msg}"),
-        other => panic!("expected an Unavailable error, got {other:?}"),
+        Err(StoreError::TooLarge(msg)) => assert!(msg.contains("--max-request-bytes"), "{msg}"),
+        other => panic!("expected a TooLarge error, got {other:?}"),
     }
     // Lists bigger than one page come back whole and sorted, from one snapshot.
     let (listed, rev) = store.list("/many/").await.unwrap();

@@ -543,3 +543,24 @@ fn a_token_made_on_one_server_works_on_another_at_once() {
     let made_up = format!("weft_{}_{}", "0123456789ab", "f".repeat(64));
     b.call("GET", "/api/v1/services", Some(&made_up), None).error(401, "Unauthorized");
 }
+
+/// etcd refuses a transaction of more than 128 operations (`--max-txn-ops`), and one apply is
+/// one transaction: an apply of 129 new objects gets 413 saying so, and writes nothing; 128 go.
+#[test]
+fn an_apply_larger_than_etcds_transaction_limit_is_refused_whole() {
+    let Some(fx) = etcd("an_apply_larger_than_etcds_transaction_limit_is_refused_whole") else {
+        return;
+    };
+    let s = Server::with_args(&["--store", &format!("{}/weft-big", fx.etcd.url())]);
+    let many = |prefix: &str, n: usize| {
+        (0..n)
+            .map(|i| service_yaml(&format!("{prefix}{i:03}"), 80))
+            .collect::<Vec<_>>()
+            .join("---\n")
+    };
+    let msg = s.apply_yaml(&many("big", 129)).error(413, "PayloadTooLarge");
+    assert!(msg.contains("--max-txn-ops") && msg.contains("fewer objects"), "{msg}");
+    assert!(s.names("services").is_empty(), "nothing is written: {:?}", s.names("services"));
+    assert_eq!(s.apply_yaml(&many("ok", 128)).status, 200);
+    assert_eq!(s.names("services").len(), 128);
+}

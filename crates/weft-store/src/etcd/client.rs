@@ -387,14 +387,19 @@ impl Inner {
                 "etcd at {endpoints} is unreachable: {detail} ({what}); is etcd running?"
             ));
         }
-        let hint = if detail.contains("too many operations in txn request") {
-            " (etcd's --max-txn-ops limit, 128 by default)"
+        let limit = if detail.contains("too many operations in txn request") {
+            Some("etcd's --max-txn-ops limit, 128 by default")
         } else if detail.contains("request is too large") || detail.contains("larger than max") {
-            " (etcd's --max-request-bytes limit, 1.5 MiB by default)"
+            Some("etcd's --max-request-bytes limit, 1.5 MiB by default")
         } else {
-            ""
+            None
         };
-        StoreError::Backend(format!("etcd at {endpoints} refused {what}: {detail}{hint}"))
+        match limit {
+            Some(limit) => StoreError::TooLarge(format!(
+                "etcd at {endpoints} refused {what}: {detail} ({limit})"
+            )),
+            None => StoreError::Backend(format!("etcd at {endpoints} refused {what}: {detail}")),
+        }
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
