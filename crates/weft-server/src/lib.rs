@@ -9,6 +9,7 @@
 pub mod activate;
 pub mod auth;
 pub mod ca;
+pub mod ca_root;
 pub mod cache;
 pub mod dashboard;
 pub mod error;
@@ -72,14 +73,15 @@ impl Server {
     /// Loads the workload certificate authority from `<data_dir>/ca.key` and `ca.crt`, creating
     /// them at first start, and serves `POST /api/v1/certificates` with it (certificates valid
     /// for `ttl`, identities in `trust_domain`). Returns whether a new root was created.
-    pub fn enable_ca(
+    pub async fn enable_ca(
         &self,
         data_dir: &Path,
         trust_domain: &str,
         ttl: Duration,
     ) -> Result<bool, weft_ca::CaError> {
+        let now = std::time::SystemTime::now();
         let (ca, created) =
-            weft_ca::Ca::load_or_create(data_dir, trust_domain, std::time::SystemTime::now())?;
+            ca_root::cluster_root(self.state.store.as_ref(), data_dir, trust_domain, now).await?;
         let _ = self.state.ca.set(ca::CaService { ca, trust_domain: trust_domain.into(), ttl });
         Ok(created)
     }

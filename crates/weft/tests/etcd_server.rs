@@ -525,6 +525,27 @@ fn a_three_member_etcd_three_servers_and_two_agents_ride_out_each_failure() {
     drop(n1);
 }
 
+/// A server whose data dir holds a CA root other than the cluster's refuses to start (exit 1,
+/// one line saying what to remove) rather than sign with a second root.
+#[test]
+fn a_server_with_a_different_ca_root_refuses_to_join() {
+    let Some(fx) = etcd("a_server_with_a_different_ca_root_refuses_to_join") else { return };
+    let url = format!("{}/weft-ca", fx.etcd.url());
+    let _a = Server::with_args(&["--store", &url]);
+    let mut other = Server::start(); // embedded: a root of its own
+    other.kill();
+    let dir = other.dir.to_str().unwrap();
+    let out =
+        weft(&["server", "--data-dir", dir, "--listen", "127.0.0.1:0", "--store", &url], None);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("other than the cluster's") && out.stderr.contains("ca.key"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Regression: a token created through one server works on another at once, before that
 /// server's token table has caught up by watch (an agent joining through both used to exit on
 /// "unknown or revoked token").
@@ -534,6 +555,10 @@ fn a_token_made_on_one_server_works_on_another_at_once() {
     let url = format!("{}/weft-tok", fx.etcd.url());
     let a = Server::with_args(&["--store", &url]);
     let b = Server::with_args(&["--store", &url]);
+    // One CA root for the cluster (kept in the store): a sidecar certified through a must
+    // trust one certified through b.
+    let root = |s: &Server| std::fs::read_to_string(s.dir.join("ca.crt")).expect("ca.crt");
+    assert_eq!(root(&a), root(&b), "servers on one store sign with one root");
     for _ in 0..20 {
         let t = a.create_token("viewer", None);
         let r = b.call("GET", "/api/v1/services", Some(&t), None);

@@ -123,7 +123,7 @@ pub async fn open(target: &StoreTarget, data_dir: &Path) -> anyhow::Result<Arc<d
 }
 
 /// Enables the workload CA from `<data_dir>/ca.key` and `ca.crt` (created at first start).
-pub fn enable_ca(
+pub async fn enable_ca(
     server: &Server,
     data_dir: &Path,
     trust_domain: &str,
@@ -144,7 +144,7 @@ pub fn enable_ca(
             "--trust-domain {trust_domain:?}: give a domain name such as weft.local"
         )));
     }
-    server.enable_ca(data_dir, trust_domain, ttl).map_err(|e| anyhow::anyhow!("{e}"))?;
+    server.enable_ca(data_dir, trust_domain, ttl).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
 
@@ -271,7 +271,7 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     let server = Server::start(store, limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let admin_token =
         server.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
-    enable_ca(&server, &data_dir, &args.trust_domain, &args.cert_ttl)?;
+    enable_ca(&server, &data_dir, &args.trust_domain, &args.cert_ttl).await?;
     let listener = bind(addr, "api", "--listen").await?;
     let local = listener.local_addr().context("reading the bound address")?;
     let url = local_url(local);

@@ -151,7 +151,7 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
         Server::start(Arc::new(store), limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let admin_token =
         api.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
-    server::enable_ca(&api, &data_dir, "weft.local", &args.cert_ttl)?;
+    server::enable_ca(&api, &data_dir, "weft.local", &args.cert_ttl).await?;
     let url = server::local_url(api_listener.local_addr().context("reading the api address")?);
     weft_server::auth::write_private(&data_dir.join(SERVER_FILE), &format!("{url}\n"))
         .with_context(|| format!("writing {}", data_dir.join(SERVER_FILE).display()))?;
