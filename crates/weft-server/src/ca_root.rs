@@ -100,7 +100,7 @@ mod tests {
     use weft_store::embedded::Embedded;
 
     fn store(dir: &Path) -> Embedded {
-        Embedded::open(&dir.join("s.redb")).unwrap()
+        Embedded::open(dir.join("s.redb")).unwrap()
     }
 
     #[tokio::test]
