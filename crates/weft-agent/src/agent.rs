@@ -106,12 +106,12 @@ impl Agent {
         loop {
             let attempt = async {
                 node::register(&client, &info).await?;
-                node::proxy_token(&client, &root.join("proxy.token"), &info.name).await.map_err(
-                    |e| match e {
+                node::proxy_token(&client, &root.join("node-proxy.token"), &info.name)
+                    .await
+                    .map_err(|e| match e {
                         AgentError::Client(c) => c,
                         other => ClientError::Protocol(other.to_string()),
-                    },
-                )
+                    })
             };
             tokio::select! {
                 _ = &mut shutdown => {

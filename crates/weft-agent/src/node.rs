@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 use weft_api::kinds::node::{NodeSpec, NodeStatus};
 use weft_api::kinds::template::ResourceList;
 use weft_api::quantity::Quantity;
-use weft_api::wire::Role;
 use weft_api::{ErrorCode, Node, ObjectMeta};
 use weft_client::{Client, ClientError};
 
@@ -140,7 +139,7 @@ pub(crate) async fn proxy_token(
         }
     }
     let created = client
-        .create_token(Role::Proxy, None, &format!("sidecars on {node}"))
+        .create_node_proxy_token(node, &format!("sidecars on {node}"))
         .await
         .map_err(|e| {
             if fatal(&e) { AgentError::Unauthorized(e.to_string()) } else { AgentError::Client(e) }

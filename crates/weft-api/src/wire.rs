@@ -164,6 +164,10 @@ pub struct TokenRequest {
     pub ttl: Option<crate::duration::Duration>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// Binds a `proxy` token to one node: the workload certificates it may ask for are those
+    /// of instances on that node. Agents must bind the proxy tokens they mint to their node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A token as listed: never the secret.
@@ -177,6 +181,9 @@ pub struct TokenInfo {
     pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The node a `proxy` token is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The answer to token creation: the only time the secret is shown.

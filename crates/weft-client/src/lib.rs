@@ -517,10 +517,30 @@ impl Client {
         ttl: Option<weft_api::duration::Duration>,
         description: &str,
     ) -> Result<CreatedToken> {
-        let req = TokenRequest { role, ttl, description: description.to_string() };
-        let body = Bytes::from(
-            serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?,
-        );
+        let req = TokenRequest { role, ttl, description: description.to_string(), node: None };
+        self.request_token(&req).await
+    }
+
+    /// A `proxy` token bound to `node`: the certificates it may ask for are those of the
+    /// node's instances. What an agent gives its sidecars.
+    pub async fn create_node_proxy_token(
+        &self,
+        node: &str,
+        description: &str,
+    ) -> Result<CreatedToken> {
+        let req = TokenRequest {
+            role: Role::Proxy,
+            ttl: None,
+            description: description.to_string(),
+            node: Some(node.to_string()),
+        };
+        self.request_token(&req).await
+    }
+
+    /// Creates a token from a full request (role, ttl, description, node binding).
+    pub async fn request_token(&self, req: &TokenRequest) -> Result<CreatedToken> {
+        let body =
+            Bytes::from(serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?);
         self.call_json(Method::POST, "/api/v1/tokens", Some((body, "application/json"))).await
     }
 

@@ -38,6 +38,8 @@ struct TokenRecord {
     expires_unix: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 impl TokenRecord {
@@ -50,6 +52,7 @@ impl TokenRecord {
                 humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string()
             }),
             description: self.description.clone(),
+            node: self.node.clone(),
         }
     }
 }
@@ -59,6 +62,8 @@ impl TokenRecord {
 pub struct Caller {
     pub role: Role,
     pub token_id: String,
+    /// The node a proxy token is bound to: its certificates are for that node's instances.
+    pub node: Option<String>,
 }
 
 /// What a request wants to do, for the role check.
@@ -207,7 +212,7 @@ impl Auth {
         {
             return Err(unauthorized("token expired; create a new one with `weft token create`"));
         }
-        Ok(Caller { role: rec.role, token_id: rec.id.clone() })
+        Ok(Caller { role: rec.role, token_id: rec.id.clone(), node: rec.node.clone() })
     }
 
     /// [`Auth::authenticate`], but a token this server's table does not know yet is looked up
@@ -242,6 +247,7 @@ impl Auth {
         role: Role,
         ttl: Option<Duration>,
         description: &str,
+        node: Option<&str>,
     ) -> Result<CreatedToken, Error> {
         let mut id_bytes = [0u8; 6];
         let mut secret = [0u8; 32];
@@ -256,6 +262,7 @@ impl Auth {
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             expires_unix: ttl.map(|t| now_unix() + t.as_secs().max(1)),
             description: description.to_string(),
+            node: node.map(str::to_string),
         };
         let value = serde_json::to_vec(&rec).map_err(|e| ApiError::internal(e.to_string()))?;
         self.store.put(&keys::token(&id), value.into(), Precondition::Absent).await?;
@@ -295,7 +302,7 @@ impl Auth {
                 return Ok(token.to_string());
             }
         }
-        let created = self.create(Role::Admin, None, "bootstrap admin token").await?;
+        let created = self.create(Role::Admin, None, "bootstrap admin token", None).await?;
         write_private(&path, &format!("{}\n", created.token)).map_err(|e| {
             ApiError::internal(format!("writing the admin token to {}: {e}", path.display()))
         })?;
@@ -375,7 +382,7 @@ mod tests {
     use super::*;
 
     fn caller(role: Role) -> Caller {
-        Caller { role, token_id: "x".into() }
+        Caller { role, token_id: "x".into(), node: None }
     }
 
     #[test]

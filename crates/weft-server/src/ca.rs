@@ -106,6 +106,13 @@ pub async fn create_certificate(
             )
             .into());
         }
+        (None, true) if caller.node.is_some() => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "a proxy token bound to a node may not ask for the gateway identity",
+            )
+            .into());
+        }
         (None, true) => SpiffeId::new(&svc.trust_domain, GATEWAY_NAMESPACE, GATEWAY_SERVICE),
         (Some(name), false) => {
             let ns = req.namespace.as_deref().unwrap_or(weft_api::DEFAULT_NAMESPACE);
@@ -114,6 +121,20 @@ pub async fn create_certificate(
             let bytes = objects::get(&app, &kinds::INSTANCE, Some(ns), name).await?;
             let inst: Instance = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored instance: {e}")))?;
+            // A node's sidecars share its proxy token; bound to the node, it certifies only
+            // that node's instances, so one compromised node cannot mint other nodes' identities.
+            if let Some(bound) = &caller.node
+                && inst.spec.node.as_deref() != Some(bound.as_str())
+            {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "this proxy token is bound to node {bound}, and instance {ns}/{name} runs on {}",
+                        inst.spec.node.as_deref().map_or("no node yet".to_string(), |n| format!("node {n}"))
+                    ),
+                )
+                .into());
+            }
             let service =
                 if inst.spec.deployment.is_empty() { name.clone() } else { inst.spec.deployment };
             SpiffeId::new(&svc.trust_domain, ns, &service)

@@ -673,9 +673,28 @@ async fn create_token(
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let req: TokenRequest = kinds::from_value(value)?;
     caller.require(Action::CreateToken(req.role))?;
-    let created = app.auth.create(req.role, req.ttl.map(|t| t.as_std()), &req.description).await?;
+    check_node_binding(&caller, &req)?;
+    let ttl = req.ttl.map(|t| t.as_std());
+    let created = app.auth.create(req.role, ttl, &req.description, req.node.as_deref()).await?;
     tracing::info!(id = %created.info.id, role = %created.info.role, by = %caller.token_id, "token created");
     Ok(json_body(StatusCode::CREATED, &created))
+}
+
+/// A node binding is for proxy tokens only, names a node, and is required when an agent mints
+/// one: a sidecar's token then gets certificates for its own node's instances alone.
+fn check_node_binding(caller: &Caller, req: &TokenRequest) -> Result<(), ApiError> {
+    match &req.node {
+        Some(_) if req.role != Role::Proxy => {
+            Err(ApiError::invalid("node", "only proxy tokens can be bound to a node"))
+        }
+        Some(node) => weft_api::validate::dns_subdomain(node)
+            .map_err(|e| ApiError::invalid("node", format!("{node:?}: {e}"))),
+        None if caller.role == Role::Agent => Err(ApiError::invalid(
+            "node",
+            "an agent must bind the proxy tokens it mints to its node (node: <node name>)",
+        )),
+        None => Ok(()),
+    }
 }
 
 async fn revoke_token(

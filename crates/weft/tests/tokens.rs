@@ -279,3 +279,72 @@ fn activating_a_service_is_for_proxies_recorded_once_a_second_and_checked() {
         .error(400, "BadRequest");
     s.call("GET", path, Some(&proxy), None).error(405, "MethodNotAllowed");
 }
+
+/// A proxy token bound to a node (what agents give their sidecars) gets workload certificates
+/// for that node's instances only: one compromised node cannot mint another node's identities.
+#[test]
+fn a_node_bound_proxy_token_is_certified_for_its_own_nodes_instances_only() {
+    use serde_json::json;
+    use weft_ca::{Csr, SpiffeId};
+
+    let s = Server::start();
+    let inst = json!({
+        "apiVersion": "weft/v1", "kind": "Instance",
+        "metadata": {"name": "web-1"},
+        "spec": {"deployment": "web", "node": "n1", "template": {"command": ["web"]}}
+    });
+    let r = s.put_json("/api/v1/namespaces/default/instances/web-1", &inst);
+    assert!(r.status == 201 || r.status == 200, "{}", r.text());
+    let create = |node: &str| s.cli(&["token", "create", "--role", "proxy", "--node", node]);
+    let on_n1 = create("n1").ok().stdout.trim().to_string();
+    let on_n2 = create("n2").ok().stdout.trim().to_string();
+    let post = |token: &str, body: serde_json::Value| {
+        s.call(
+            "POST",
+            "/api/v1/certificates",
+            Some(token),
+            Some(("application/json", body.to_string().as_bytes())),
+        )
+    };
+    let csr = Csr::generate(&SpiffeId::new("weft.local", "default", "web")).unwrap();
+    let ask = json!({"csr": csr.csr_pem, "instance": "web-1"});
+    assert_eq!(post(&on_n1, ask.clone()).status, 201);
+    let msg = post(&on_n2, ask).error(403, "Forbidden");
+    assert_eq!(
+        msg,
+        "this proxy token is bound to node n2, and instance default/web-1 runs on node n1"
+    );
+    let gw = Csr::generate(&SpiffeId::new("weft.local", "weft-system", "gateway")).unwrap();
+    let msg = post(&on_n1, json!({"csr": gw.csr_pem, "gateway": true})).error(403, "Forbidden");
+    assert!(msg.contains("may not ask for the gateway identity"), "{msg}");
+    let listed = list_cli(&s);
+    assert!(listed.contains("NODE") && listed.contains(" n1 "), "{listed}");
+
+    // Bad input, nothing created: a binding on another role, a bad node name; an agent that
+    // does not bind the proxy token it mints.
+    let count = || list_cli(&s).lines().count();
+    let before = count();
+    let out = s.cli(&["token", "create", "--role", "viewer", "--node", "n1"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("only proxy tokens can be bound to a node"), "{}", out.stderr);
+    let out = s.cli(&["token", "create", "--role", "proxy", "--node", "Not_A_Node"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("node"), "{}", out.stderr);
+    let agent = s.create_token("agent", None);
+    let body = |v: serde_json::Value| v.to_string().into_bytes();
+    let r = s.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(&agent),
+        Some(("application/json", &body(json!({"role": "proxy"})))),
+    );
+    assert!(r.error(422, "Invalid").contains("must bind the proxy tokens it mints"));
+    assert_eq!(count(), before + 1, "nothing created but the agent token");
+    let r = s.call(
+        "POST",
+        "/api/v1/tokens",
+        Some(&agent),
+        Some(("application/json", &body(json!({"role": "proxy", "node": "n1"})))),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+}

@@ -22,6 +22,10 @@ pub enum TokenCommand {
         ttl: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// Bind a proxy token to a node: it gets workload certificates only for the instances
+        /// on that node (agents bind the tokens they give their sidecars this way)
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
     },
     /// List tokens (never their secrets)
     List,
@@ -37,7 +41,7 @@ pub enum TokenCommand {
 pub async fn run(conn: &Connection, cmd: TokenCommand) -> anyhow::Result<()> {
     let client = conn.client()?;
     match cmd {
-        TokenCommand::Create { role, ttl, description } => {
+        TokenCommand::Create { role, ttl, description, node } => {
             let role: Role = role.parse().map_err(exit::usage)?;
             let ttl = match ttl {
                 Some(t) => {
@@ -45,7 +49,8 @@ pub async fn run(conn: &Connection, cmd: TokenCommand) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let created = client.create_token(role, ttl, &description).await?;
+            let req = weft_api::wire::TokenRequest { role, ttl, description, node };
+            let created = client.request_token(&req).await?;
             let expires = created.info.expires.clone().unwrap_or_else(|| "never".into());
             eprintln!(
                 "created {} token {} (expires: {expires})",
@@ -63,11 +68,13 @@ pub async fn run(conn: &Connection, cmd: TokenCommand) -> anyhow::Result<()> {
                         t.role.to_string(),
                         output::age(&t.created),
                         t.expires.clone().unwrap_or_else(|| "never".into()),
+                        t.node.clone().unwrap_or_else(|| "-".into()),
                         t.description.clone(),
                     ]
                 })
                 .collect();
-            print!("{}", output::table(&["ID", "ROLE", "AGE", "EXPIRES", "DESCRIPTION"], &rows));
+            let header = ["ID", "ROLE", "AGE", "EXPIRES", "NODE", "DESCRIPTION"];
+            print!("{}", output::table(&header, &rows));
         }
         TokenCommand::Revoke { target } => {
             let info = client.revoke_token(&target).await?;
