@@ -297,7 +297,7 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     let leader = if args.controllers {
         let client =
             weft_client::Client::new(&url, Some(admin_token)).context("the api address")?;
-        Some(tokio::spawn(super::lead::run(target.clone(), client, stop_rx)))
+        Some(tokio::spawn(super::lead::run(target.clone(), client, data_dir.clone(), stop_rx)))
     } else {
         None
     };
