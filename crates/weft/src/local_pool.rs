@@ -199,6 +199,16 @@ impl NodeProvider for LocalProvider {
         if !reserved.is_empty() {
             cmd.args(["--reserved", &reserved]);
         }
+        // Workload binaries installed beside weft (the demo's weft-demo) are found by name,
+        // as on the home node (`weft up` puts the same dir on its agent's PATH).
+        if let Some(bin_dir) = self.exe.parent() {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![bin_dir.to_path_buf()];
+            dirs.extend(std::env::split_paths(&path));
+            if let Ok(joined) = std::env::join_paths(dirs) {
+                cmd.env("PATH", joined);
+            }
+        }
         // The token goes through the environment: command lines are world-readable.
         cmd.env("WEFT_TOKEN", token)
             .env_remove("WEFT_SERVER")
