@@ -54,7 +54,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("nodepool_decide_scale_up_100_nodes_1000_instances_200_pending", |b| {
         b.iter(|| {
             let mut m = PoolMemory::default();
-            black_box(decide(&cfg, black_box(&nodes), black_box(&pending), &mut m, Duration::from_secs(1)))
+            black_box(decide(
+                &cfg,
+                black_box(&nodes),
+                black_box(&pending),
+                &mut m,
+                Duration::from_secs(1),
+            ))
         })
     });
     // Unneeded since 0, decided at 700 s: every pool node is a candidate.

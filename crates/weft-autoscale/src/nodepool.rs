@@ -61,13 +61,10 @@ impl Resources {
 
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cpu {}m, memory {}", self.cpu_millis, bytes(self.memory_bytes))
+        use weft_api::quantity::Quantity;
+        let cpu = Quantity::from_milli(self.cpu_millis);
+        write!(f, "cpu {cpu}, memory {}", Quantity::from_bytes_binary(self.memory_bytes))
     }
-}
-
-fn bytes(b: u64) -> String {
-    const MI: u64 = 1024 * 1024;
-    if b % MI == 0 { format!("{}Mi", b / MI) } else { format!("{b}") }
 }
 
 /// The pool's settings, from its spec.
@@ -137,9 +134,13 @@ pub struct PoolMemory {
 pub enum Action {
     None,
     /// Add this many nodes.
-    ScaleUp { add: u32 },
+    ScaleUp {
+        add: u32,
+    },
     /// Drain and remove this node.
-    ScaleDown { node: String },
+    ScaleDown {
+        node: String,
+    },
 }
 
 /// The decision, with its reason for people.
@@ -487,7 +488,7 @@ mod tests {
         assert_eq!(d.action, Action::None);
         assert_eq!(d.desired, 0);
         assert!(
-            d.reason.contains("instance web-0 requests cpu 4000m, memory 64Mi, more than a pool node offers (cpu 2000m, memory 2048Mi)"),
+            d.reason.contains("instance web-0 requests cpu 4, memory 64Mi, more than a pool node offers (cpu 2, memory 2Gi)"),
             "{}",
             d.reason
         );
@@ -531,7 +532,11 @@ mod tests {
         assert_eq!(decide(&c, &nodes, &[], &mut m, secs(0)).action, Action::None);
         let d = decide(&c, &nodes, &[], &mut m, secs(59));
         assert_eq!(d.action, Action::None);
-        assert!(d.reason.contains("2 nodes under 50% requested, removed after 60s"), "{}", d.reason);
+        assert!(
+            d.reason.contains("2 nodes under 50% requested, removed after 60s"),
+            "{}",
+            d.reason
+        );
         let d = decide(&c, &nodes, &[], &mut m, secs(60));
         // The emptiest first.
         assert_eq!(d.action, Action::ScaleDown { node: "p2".into() }, "{}", d.reason);

@@ -124,7 +124,11 @@ impl Metrics {
             self.scheduling_duration.clone(),
         );
         let p = registry.sub_registry_with_prefix("nodepool");
-        p.register("nodes", "Nodes a pool has (provisioning, ready, draining)", self.pool_nodes.clone());
+        p.register(
+            "nodes",
+            "Nodes a pool has (provisioning, ready, draining)",
+            self.pool_nodes.clone(),
+        );
         p.register("desired_nodes", "Nodes a pool is heading for", self.pool_desired.clone());
         p.register("scale", "Nodes added (up) and removed (down) by pool", self.pool_scale.clone());
     }

@@ -112,7 +112,8 @@ fn resources_flag(list: &ResourceList) -> String {
 }
 
 fn reserved(node: &NewNode) -> ResourceList {
-    let minus = |c: &Option<weft_api::quantity::Quantity>, a: &Option<weft_api::quantity::Quantity>| {
+    let minus = |c: &Option<weft_api::quantity::Quantity>,
+                 a: &Option<weft_api::quantity::Quantity>| {
         match (c, a) {
             (Some(c), Some(a)) => Some(c.saturating_sub(*a)),
             _ => None,
@@ -168,7 +169,7 @@ async fn clean_up_leftovers(root: &Path) {
 fn is_our_agent(pid: i32, name: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.iter().any(|a| *a == b"agent") && args.iter().any(|a| *a == name.as_bytes())
+    args.contains(&&b"agent"[..]) && args.contains(&name.as_bytes())
 }
 
 #[async_trait::async_trait]
@@ -187,7 +188,8 @@ impl NodeProvider for LocalProvider {
             ProviderError::retryable(format!("{what} {}: {e}", dir.display()))
         };
         std::fs::create_dir_all(&dir).map_err(|e| fail("creating", e))?;
-        let log = std::fs::File::create(dir.join("agent.log")).map_err(|e| fail("creating a log in", e))?;
+        let log = std::fs::File::create(dir.join("agent.log"))
+            .map_err(|e| fail("creating a log in", e))?;
         let log2 = log.try_clone().map_err(|e| fail("opening a log in", e))?;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("--data-dir")

@@ -59,8 +59,16 @@ fn invalid_pools_are_refused_and_nothing_is_written() {
             "spec.scaleDown.utilizationThreshold",
             "at most 1",
         ),
-        (with(&|s| s["scaleDown"]["unneededTime"] = json!("0s")), "spec.scaleDown.unneededTime", "at least 1s"),
-        (with(&|s| s["template"]["labels"] = json!({"bad key!": "x"})), "spec.template.labels", "label key"),
+        (
+            with(&|s| s["scaleDown"]["unneededTime"] = json!("0s")),
+            "spec.scaleDown.unneededTime",
+            "at least 1s",
+        ),
+        (
+            with(&|s| s["template"]["labels"] = json!({"bad key!": "x"})),
+            "spec.template.labels",
+            "label key",
+        ),
     ];
     for (obj, field, words) in cases {
         let m = s.put_json(path, &obj).error(422, "Invalid");
@@ -81,7 +89,11 @@ fn invalid_pools_are_refused_and_nothing_is_written() {
     assert_eq!(got["spec"]["template"]["allocatable"]["cpu"], "2");
     let table = s.cli(&["get", "np"]);
     table.ok();
-    assert!(table.stdout.contains("PROVIDER") && table.stdout.contains("burst"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("PROVIDER") && table.stdout.contains("burst"),
+        "{}",
+        table.stdout
+    );
 }
 
 fn apply(up: &Up, v: &Value) {
@@ -132,24 +144,28 @@ fn a_local_pool_grows_for_pending_instances_and_shrinks_when_they_go() {
     // 3 × 900m: one fits the 1-cpu home node, two wait; one 2-cpu pool node takes both.
     let asked = Instant::now();
     apply(&up, &web(3, "900m"));
-    let placed = wait_for("3 web instances ready, 2 on a pool node", Duration::from_secs(180), || {
-        let r = ready_on(&up, "web");
-        (r.len() == 3 && r.iter().filter(|n| n.starts_with("burst-")).count() == 2).then_some(r)
-    });
+    let placed =
+        wait_for("3 web instances ready, 2 on a pool node", Duration::from_secs(180), || {
+            let r = ready_on(&up, "web");
+            (r.len() == 3 && r.iter().filter(|n| n.starts_with("burst-")).count() == 2).then_some(r)
+        });
     let took = asked.elapsed();
     println!("NODEPOOL_PENDING_TO_RUNNING_MS={}", took.as_millis());
     let node = placed.iter().find(|n| n.starts_with("burst-")).unwrap().clone();
     let status = pool_status(&up);
     assert_eq!(status["current"], 1, "{status}");
     assert!(
-        status["lastScaleUp"]["reason"].as_str().unwrap().contains("2 pending instances need 1 more node"),
+        status["lastScaleUp"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 pending instances need 1 more node"),
         "{status}"
     );
     let n = up.json(&["get", "node", &node]);
     assert_eq!(n["metadata"]["labels"]["tier"], "burst", "{n}");
     assert_eq!(n["metadata"]["labels"]["weft.dev/pool"], "burst", "{n}");
     assert_eq!(n["status"]["allocatable"]["cpu"], "2", "{n}");
-    assert_eq!(processes_mentioning(&node).is_empty(), false, "no agent process for {node}");
+    assert!(!processes_mentioning(&node).is_empty(), "no agent process for {node}");
     // Served through the gateway, by the instances on the pool node too.
     let on_pool: Vec<String> = up
         .items("inst")
@@ -173,7 +189,11 @@ fn a_local_pool_grows_for_pending_instances_and_shrinks_when_they_go() {
     let described = up.cli(&["describe", "np", "burst"]);
     described.ok();
     assert!(described.stdout.contains("more than a pool node offers"), "{}", described.stdout);
-    assert!(described.stdout.contains("Pool nodes:") && described.stdout.contains(&node), "{}", described.stdout);
+    assert!(
+        described.stdout.contains("Pool nodes:") && described.stdout.contains(&node),
+        "{}",
+        described.stdout
+    );
     assert!(described.stdout.contains("Scaling decisions"), "{}", described.stdout);
     up.cli(&["delete", "deploy", "huge"]).ok();
 
@@ -243,12 +263,29 @@ fn pool_agents_stop_with_the_server() {
     assert!(processes_mentioning(&node).is_empty(), "agent {node} outlived weft up");
     // The next start cleans up the old node and makes a new one for minNodes.
     up.spawn(&["--capacity", "cpu=1,memory=2Gi"]);
-    wait_for("a new min node, the old one gone", Duration::from_secs(120), || {
-        let nodes = pool_nodes(&up);
-        let ready = up
-            .items("nodes")
-            .iter()
-            .any(|n| n["spec"]["pool"] == "burst" && n["status"]["ready"] == true);
-        (nodes.len() == 1 && nodes[0] != node && ready).then_some(())
+    let second = wait_for("a new min node, the old one gone", Duration::from_secs(120), || {
+        new_ready_pool_node(&up, &node)
     });
+    // SIGKILLed, the server cannot stop its agent; the next start does (clean up, not adopt).
+    let mut child = up.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!processes_mentioning(&second).is_empty(), "the agent should survive a SIGKILL");
+    up.spawn(&["--capacity", "cpu=1,memory=2Gi"]);
+    wait_for("the orphaned agent stopped", Duration::from_secs(60), || {
+        processes_mentioning(&second).is_empty().then_some(())
+    });
+    wait_for("a third min node", Duration::from_secs(120), || new_ready_pool_node(&up, &second));
+}
+
+/// The pool's only node, once it is ready and is not `old`.
+fn new_ready_pool_node(up: &Up, old: &str) -> Option<String> {
+    let nodes: Vec<Value> =
+        up.items("nodes").into_iter().filter(|n| n["spec"]["pool"] == "burst").collect();
+    match nodes.as_slice() {
+        [n] if n["metadata"]["name"] != old && n["status"]["ready"] == true => {
+            Some(n["metadata"]["name"].as_str().unwrap().to_string())
+        }
+        _ => None,
+    }
 }

@@ -50,7 +50,8 @@ struct Memory {
 pub(crate) async fn run(ctx: Arc<Context>) {
     let mut memory =
         Memory { epoch: Instant::now(), pools: HashMap::new(), pending_since: HashMap::new() };
-    let mut tick = tokio::time::interval(ctx.options.nodepool_period.max(Duration::from_millis(50)));
+    let mut tick =
+        tokio::time::interval(ctx.options.nodepool_period.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -86,8 +87,8 @@ fn pending_instances(
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for i in ctx.instances.list() {
-        let waiting = needs_scheduling(&i)
-            && i.status.as_ref().is_some_and(|s| s.reason == UNSCHEDULABLE);
+        let waiting =
+            needs_scheduling(&i) && i.status.as_ref().is_some_and(|s| s.reason == UNSCHEDULABLE);
         if !waiting {
             continue;
         }
@@ -206,8 +207,13 @@ async fn reconcile(
             drain(ctx, name, &n, &*provider, wall).await?;
         }
     }
-    let known: HashSet<String> =
-        ctx.nodes.list().into_iter().filter(|n| in_pool(n)).map(|n| n.metadata.name.clone()).collect();
+    let known: HashSet<String> = ctx
+        .nodes
+        .list()
+        .into_iter()
+        .filter(|n| in_pool(n))
+        .map(|n| n.metadata.name.clone())
+        .collect();
     for m in machines.difference(&known) {
         // A machine whose Node was deleted (by someone, or before a crash): give it back.
         tracing::info!(pool = name, node = %m, "machine without a node; deleting it");
@@ -345,11 +351,8 @@ async fn add_node(
     let mut meta = ObjectMeta::named(&node_name);
     meta.labels = labels.clone();
     let node = Node::new(meta, NodeSpec { unschedulable: false, pool: Some(pool_name.clone()) });
-    let written = ctx
-        .client
-        .put(&node)
-        .await
-        .map_err(|e| format!("creating the Node {node_name}: {e}"))?;
+    let written =
+        ctx.client.put(&node).await.map_err(|e| format!("creating the Node {node_name}: {e}"))?;
     ctx.metrics.wrote(NAME, "created");
     if let Some(change) = ctx.nodes.write_through(written) {
         crate::runtime::dispatch::node(ctx, &change);
@@ -490,11 +493,9 @@ async fn write_status(
     }
     let mut obj = pool.clone();
     obj.status = Some(next);
-    let written = ctx
-        .client
-        .put_status(&obj)
-        .await
-        .map_err(|e| Error::api(format!("writing the status of node pool {}", pool.metadata.name), e))?;
+    let written = ctx.client.put_status(&obj).await.map_err(|e| {
+        Error::api(format!("writing the status of node pool {}", pool.metadata.name), e)
+    })?;
     ctx.metrics.wrote(NAME, "status");
     ctx.nodepools.write_through(written);
     Ok(())

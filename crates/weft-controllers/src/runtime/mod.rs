@@ -27,10 +27,10 @@ pub use queue::Queue;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::nodepool::{NodeProvider, Providers};
 use crate::scheduler::Policy;
 use crate::scheduler::controller::SchedulerState;
 use crate::scrape::LiveMetrics;
-use crate::nodepool::{NodeProvider, Providers};
 use crate::{autoscaler, deployment, endpoints, node, nodepool, scheduler, scrape};
 
 /// Instance index: `namespace/deployment`.
