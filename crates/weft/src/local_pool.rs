@@ -285,3 +285,36 @@ pub async fn run_controllers(
         p.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(cpu: Option<&str>, memory: Option<&str>) -> ResourceList {
+        ResourceList {
+            cpu: cpu.map(|c| c.parse().unwrap()),
+            memory: memory.map(|m| m.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn agent_flags_declare_the_template() {
+        let node = NewNode {
+            pool: "burst".into(),
+            name: "burst-abcde".into(),
+            capacity: list(Some("2"), Some("2Gi")),
+            allocatable: list(Some("1500m"), Some("2Gi")),
+            labels: Default::default(),
+        };
+        assert_eq!(resources_flag(&node.capacity), "cpu=2,memory=2Gi");
+        // allocatable = capacity - reserved, as the agent computes it.
+        assert_eq!(resources_flag(&reserved(&node)), "cpu=500m,memory=0");
+        assert_eq!(resources_flag(&list(None, None)), "");
+    }
+
+    #[test]
+    fn only_our_agents_are_recognised_by_pid() {
+        assert!(!is_our_agent(std::process::id() as i32, "burst-abcde"));
+        assert!(!is_our_agent(i32::MAX, "burst-abcde"));
+    }
+}

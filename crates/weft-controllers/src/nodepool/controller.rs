@@ -500,3 +500,39 @@ async fn write_status(
     ctx.nodepools.write_through(written);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use weft_api::kinds::node::NodeStatus;
+
+    use super::*;
+
+    fn node(ready: bool, heartbeat: bool, unschedulable: bool, draining: bool) -> Node {
+        let mut n = Node::new(
+            ObjectMeta::named("burst-abcde"),
+            NodeSpec { unschedulable, pool: Some("burst".into()) },
+        );
+        if draining {
+            n.metadata
+                .annotations
+                .insert(SCALE_DOWN_ANNOTATION.into(), "2026-01-01T00:00:00Z".into());
+        }
+        n.status = Some(NodeStatus {
+            ready,
+            heartbeat_time: heartbeat.then(|| "2026-01-01T00:00:00Z".to_string()),
+            ..NodeStatus::default()
+        });
+        n
+    }
+
+    #[test]
+    fn node_states_come_from_the_objects() {
+        assert_eq!(state_of(&node(false, false, false, false)), NodeState::Provisioning);
+        assert_eq!(state_of(&node(true, true, false, false)), NodeState::Ready);
+        assert_eq!(state_of(&node(false, true, false, false)), NodeState::Unavailable);
+        // Cordoned by someone else: not ready for instances, but not ours to remove.
+        assert_eq!(state_of(&node(true, true, true, false)), NodeState::Unavailable);
+        // The annotation wins: a drain survives a leader change.
+        assert_eq!(state_of(&node(true, true, true, true)), NodeState::Draining);
+    }
+}
