@@ -18,5 +18,7 @@ pub mod validate;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};
-pub use kinds::{Autoscaler, Deployment, Endpoints, Instance, KindInfo, Node, Resource, Service};
+pub use kinds::{
+    Autoscaler, Deployment, Endpoints, Instance, KindInfo, Node, NodePool, Resource, Service,
+};
 pub use meta::{API_VERSION, DEFAULT_NAMESPACE, ObjectMeta};

@@ -7,11 +7,13 @@
 //! an [`Observation`] each tick, and calls [`decide`] with the autoscaler's [`ScalerState`] to
 //! get a [`Decision`] (replicas, mode and [`Reason`]). [`VerticalRecommender`] suggests cpu and
 //! memory requests from usage history. [`sim`] replays request-rate traces through `decide`
-//! (`weft sim`) and compares weft's policy with the Kubernetes HPA's defaults.
+//! (`weft sim`) and compares weft's policy with the Kubernetes HPA's defaults. [`nodepool`]
+//! decides how many nodes a node pool needs (the Cluster Autoscaler).
 
 #![forbid(unsafe_code)]
 
 mod decide;
+pub mod nodepool;
 mod observe;
 mod policy;
 pub mod sim;

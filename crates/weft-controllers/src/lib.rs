@@ -18,6 +18,8 @@
 //! - [`scrape`]: the metrics pipeline (sidecar and agent `/metrics` every second → per-instance
 //!   rates in [`scrape::LiveMetrics`], read via [`Controllers::live_metrics`]);
 //!   [`autoscaler`]: decides from them with `weft_autoscale` and writes `spec.replicas`.
+//! - [`nodepool`]: node pools grow and shrink through a [`nodepool::NodeProvider`]
+//!   ([`Controllers::with_node_provider`]), deciding with `weft_autoscale::nodepool`.
 //!
 //! [`runtime`] runs them: watch-fed caches ([`runtime::Cache`]), work queues
 //! ([`runtime::Queue`]), workers and resync.
@@ -29,6 +31,7 @@ pub mod endpoints;
 pub mod error;
 pub mod metrics;
 pub mod node;
+pub mod nodepool;
 pub mod runtime;
 pub mod scheduler;
 pub mod scrape;

@@ -9,6 +9,10 @@
 //! - `weft_scheduler_attempts_total{result}`: `scheduled`, `unschedulable`, `conflict`, `error`.
 //! - `weft_scheduler_scheduling_duration_seconds`: from first seeing an instance Pending to its
 //!   binding being written.
+//! - `weft_nodepool_nodes{pool}`: nodes a pool has (provisioning, ready and draining);
+//!   `weft_nodepool_desired_nodes{pool}`: where it is heading.
+//! - `weft_nodepool_scale_total{pool,direction}`: scale-ups (`up`, counted per node added)
+//!   and scale-downs (`down`, per node drained and removed).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +39,17 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolScaleLabels {
+    pub pool: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     pub result: &'static str,
 }
@@ -54,6 +69,9 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     pub scheduling_attempts: Family<AttemptLabels, Counter>,
     pub scheduling_duration: Histogram,
+    pub pool_nodes: Family<PoolLabels, Gauge>,
+    pub pool_desired: Family<PoolLabels, Gauge>,
+    pub pool_scale: Family<PoolScaleLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -78,6 +96,9 @@ impl Metrics {
             writes: Family::default(),
             scheduling_attempts: Family::default(),
             scheduling_duration: latency_buckets(),
+            pool_nodes: Family::default(),
+            pool_desired: Family::default(),
+            pool_scale: Family::default(),
         };
         let mut registry = Registry::with_prefix("weft");
         m.register(&mut registry);
@@ -102,6 +123,14 @@ impl Metrics {
             "From first seeing an instance Pending to its binding being written",
             self.scheduling_duration.clone(),
         );
+        let p = registry.sub_registry_with_prefix("nodepool");
+        p.register(
+            "nodes",
+            "Nodes a pool has (provisioning, ready, draining)",
+            self.pool_nodes.clone(),
+        );
+        p.register("desired_nodes", "Nodes a pool is heading for", self.pool_desired.clone());
+        p.register("scale", "Nodes added (up) and removed (down) by pool", self.pool_scale.clone());
     }
 
     /// The registry holding every metric (prefixed `weft_`).

@@ -6,6 +6,7 @@
 mod cmd;
 mod connect;
 mod exit;
+mod local_pool;
 mod manifest;
 mod output;
 

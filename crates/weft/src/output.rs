@@ -72,6 +72,7 @@ pub fn headers(kind: &KindInfo, wide: bool, all_namespaces: bool) -> Vec<&'stati
         "Instance" => vec!["NAME", "READY", "PHASE", "RESTARTS", "AGE"],
         "Endpoints" => vec!["NAME", "ENDPOINTS", "AGE"],
         "Node" => vec!["NAME", "STATUS", "CPU", "MEMORY", "AGE"],
+        "NodePool" => vec!["NAME", "PROVIDER", "MIN", "MAX", "NODES", "DESIRED", "AGE"],
         _ => vec!["NAME", "AGE"],
     });
     if wide {
@@ -82,6 +83,7 @@ pub fn headers(kind: &KindInfo, wide: bool, all_namespaces: bool) -> Vec<&'stati
             "Instance" => vec!["NODE", "ADDRESS", "PORTS", "REASON"],
             "Endpoints" => vec!["NOT-READY"],
             "Node" => vec!["ADDRESS", "ALLOCATABLE", "CGROUPS"],
+            "NodePool" => vec!["TEMPLATE", "MESSAGE"],
             _ => vec![],
         });
     }
@@ -254,6 +256,27 @@ pub fn row(kind: &KindInfo, o: &Value, wide: bool, all_namespaces: bool) -> Vec<
                     } else {
                         "no".into()
                     },
+                ]);
+            }
+        }
+        "NodePool" => {
+            r.extend([
+                name,
+                text(o, &["spec", "provider"]),
+                text(o, &["spec", "minNodes"]),
+                text(o, &["spec", "maxNodes"]),
+                s(o, &["status", "current"]).as_i64().unwrap_or(0).to_string(),
+                s(o, &["status", "desired"]).as_i64().unwrap_or(0).to_string(),
+                age,
+            ]);
+            if wide {
+                r.extend([
+                    format!(
+                        "cpu={},memory={}",
+                        text(o, &["spec", "template", "allocatable", "cpu"]),
+                        text(o, &["spec", "template", "allocatable", "memory"])
+                    ),
+                    or_dash(text(o, &["status", "message"])),
                 ]);
             }
         }

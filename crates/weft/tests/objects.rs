@@ -153,7 +153,7 @@ fn fixture_objects(name: &str) -> Vec<Value> {
 }
 
 #[test]
-fn discovery_lists_the_six_kinds_with_schemas_that_match_the_server() {
+fn discovery_lists_the_kinds_with_schemas_that_match_the_server() {
     let s = Server::start();
     let kinds = kinds(&s);
     let summary: Vec<(String, String, bool, bool)> = kinds
@@ -174,6 +174,7 @@ fn discovery_lists_the_six_kinds_with_schemas_that_match_the_server() {
         ("Instance", "instances", true, true),
         ("Endpoints", "endpoints", true, true),
         ("Node", "nodes", false, true),
+        ("NodePool", "nodepools", false, false),
     ];
     assert_eq!(
         summary,
@@ -291,6 +292,9 @@ fn probe_object(kind: &str) -> Value {
         }
         "Node" => {
             json!({ "apiVersion": "weft/v1", "kind": "Node", "metadata": { "name": "probe" }, "spec": {} })
+        }
+        "NodePool" => {
+            json!({ "apiVersion": "weft/v1", "kind": "NodePool", "metadata": { "name": "probe" }, "spec": { "provider": "local", "maxNodes": 1, "template": { "capacity": { "cpu": "1", "memory": "1Gi" } } } })
         }
         other => panic!("{other}"),
     }

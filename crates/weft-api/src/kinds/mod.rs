@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod instance;
 pub mod node;
+pub mod nodepool;
 pub mod service;
 pub mod template;
 
@@ -23,6 +24,7 @@ use deployment::{DeploymentSpec, DeploymentStatus};
 use endpoints::EndpointsSpec;
 use instance::{InstanceSpec, InstanceStatus};
 use node::{NodeSpec, NodeStatus};
+use nodepool::{NodePoolSpec, NodePoolStatus};
 use service::ServiceSpec;
 
 /// A typed api object. Implemented by every kind; generic clients and controllers work
@@ -138,6 +140,14 @@ kind! {
 }
 
 kind! {
+    /// Nodes a provider adds and removes as instances need room. Cluster-scoped.
+    NodePool { spec: NodePoolSpec, status: NodePoolStatus },
+    info: NODE_POOL,
+    defaults: |d| d.spec.apply_defaults(),
+    validate: |s, v| s.spec.validate(v),
+}
+
+kind! {
     /// One running copy of a deployment's template.
     Instance { spec: InstanceSpec, status: InstanceStatus },
     info: INSTANCE,
@@ -229,12 +239,13 @@ info!(DEPLOYMENT, Deployment, "deployments", "deployment", ["deploy"], namespace
 info!(SERVICE, Service, "services", "service", ["svc"], namespaced: true, system: false);
 info!(AUTOSCALER, Autoscaler, "autoscalers", "autoscaler", ["as", "hpa"], namespaced: true, system: false);
 info!(NODE, Node, "nodes", "node", ["no"], namespaced: false, system: true);
+info!(NODE_POOL, NodePool, "nodepools", "nodepool", ["np", "pool"], namespaced: false, system: false);
 info!(INSTANCE, Instance, "instances", "instance", ["inst"], namespaced: true, system: true);
 info!(ENDPOINTS, Endpoints, "endpoints", "endpoint", ["ep"], namespaced: true, system: true);
 
 /// Every kind, in the order users meet them.
-pub static KINDS: [&KindInfo; 6] =
-    [&DEPLOYMENT, &SERVICE, &AUTOSCALER, &INSTANCE, &ENDPOINTS, &NODE];
+pub static KINDS: [&KindInfo; 7] =
+    [&DEPLOYMENT, &SERVICE, &AUTOSCALER, &INSTANCE, &ENDPOINTS, &NODE, &NODE_POOL];
 
 /// Finds a kind by any of its names, case-insensitively (`Deployment`, `deployments`, `deploy`).
 pub fn lookup(name: &str) -> Option<&'static KindInfo> {

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::task::JoinSet;
-use weft_api::{Autoscaler, Deployment, Endpoints, Instance, Node, Resource, Service};
+use weft_api::{Autoscaler, Deployment, Endpoints, Instance, Node, NodePool, Resource, Service};
 use weft_client::Client;
 use weft_client::watcher::{self, Mode};
 
@@ -27,10 +27,11 @@ pub use queue::Queue;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::nodepool::{NodeProvider, Providers};
 use crate::scheduler::Policy;
 use crate::scheduler::controller::SchedulerState;
 use crate::scrape::LiveMetrics;
-use crate::{autoscaler, deployment, endpoints, node, scheduler, scrape};
+use crate::{autoscaler, deployment, endpoints, node, nodepool, scheduler, scrape};
 
 /// Instance index: `namespace/deployment`.
 pub const BY_DEPLOYMENT: &str = "deployment";
@@ -64,6 +65,8 @@ pub struct Options {
     /// change; figures and messages alone refresh at most this often (each write is a store
     /// revision and a watch event for every watcher).
     pub autoscaler_status_period: Duration,
+    /// How often each node pool is reconciled (decide, drain steps, status).
+    pub nodepool_period: Duration,
 }
 
 impl Default for Options {
@@ -79,6 +82,7 @@ impl Default for Options {
             scrape_interval: Duration::from_secs(1),
             scrape_timeout: scrape::DEFAULT_TIMEOUT,
             autoscaler_status_period: Duration::from_secs(10),
+            nodepool_period: Duration::from_secs(1),
         }
     }
 }
@@ -111,6 +115,9 @@ pub(crate) struct Context {
     pub endpoints: Cache<Endpoints>,
     pub nodes: Cache<Node>,
     pub autoscalers: Cache<Autoscaler>,
+    pub nodepools: Cache<NodePool>,
+    /// The node providers this process can run, by name.
+    pub node_providers: Mutex<Providers>,
     /// The latest per-instance figures, written by the scrape loop.
     pub live: Arc<LiveMetrics>,
     /// Signalled after each scrape round: the autoscalers decide on fresh figures.
@@ -152,6 +159,8 @@ impl Context {
             endpoints: Cache::default(),
             nodes: Cache::default(),
             autoscalers: Cache::default(),
+            nodepools: Cache::default(),
+            node_providers: Mutex::default(),
             live: Arc::new(LiveMetrics::new()),
             autoscale_tick: tokio::sync::Notify::new(),
             queues,
@@ -240,6 +249,13 @@ impl Controllers {
         Controllers { ctx: Arc::new(Context::new(client, options, Arc::new(Metrics::new()))) }
     }
 
+    /// Lets node pools whose `spec.provider` is `provider.name()` grow and shrink through it.
+    /// Without a provider, such pools only report that it is missing.
+    pub fn with_node_provider(self, provider: Arc<dyn NodeProvider>) -> Controllers {
+        lock(&self.ctx.node_providers).insert(provider.name(), provider);
+        self
+    }
+
     /// The controllers' metrics; keep the handle to serve them (`encode`, `registry`).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.ctx.metrics.clone()
@@ -263,6 +279,7 @@ impl Controllers {
         tasks.spawn(inform(ctx.clone(), |c| &c.nodes, dispatch::node));
         // The autoscaler loop reads the cache on its own clock: no fan-out needed.
         tasks.spawn(inform(ctx.clone(), |c| &c.autoscalers, |_, _| {}));
+        tasks.spawn(inform(ctx.clone(), |c| &c.nodepools, |_, _| {}));
         let started = ctx.clone();
         tasks.spawn(async move {
             // Deciding from a partial view would be wrong (e.g. collecting the instances of a
@@ -273,6 +290,7 @@ impl Controllers {
             started.endpoints.wait_synced().await;
             started.nodes.wait_synced().await;
             started.autoscalers.wait_synced().await;
+            started.nodepools.wait_synced().await;
             tracing::info!(
                 deployments = started.deployments.len(),
                 instances = started.instances.len(),
@@ -305,6 +323,7 @@ impl Controllers {
             workers.spawn(scheduler::controller::run(started.clone()));
             workers.spawn(scrape::run(started.clone()));
             workers.spawn(autoscaler::controller::run(started.clone()));
+            workers.spawn(nodepool::controller::run(started.clone()));
             let mut tick =
                 tokio::time::interval(started.options.resync.max(Duration::from_millis(100)));
             loop {

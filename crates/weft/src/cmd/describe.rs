@@ -144,6 +144,36 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
             line(&mut out, "Heartbeat", text(o, &["status", "heartbeatTime"]));
             line(&mut out, "Capacity", map_line(get(o, &["status", "capacity"])));
             line(&mut out, "Allocatable", map_line(get(o, &["status", "allocatable"])));
+            if get(o, &["spec", "pool"]).is_string() {
+                line(&mut out, "Pool", text(o, &["spec", "pool"]));
+            }
+        }
+        "NodePool" => {
+            line(&mut out, "Provider", text(o, &["spec", "provider"]));
+            line(
+                &mut out,
+                "Nodes",
+                format!(
+                    "min {} | max {} | current {} | desired {}",
+                    text(o, &["spec", "minNodes"]),
+                    text(o, &["spec", "maxNodes"]),
+                    get(o, &["status", "current"]).as_i64().unwrap_or(0),
+                    get(o, &["status", "desired"]).as_i64().unwrap_or(0)
+                ),
+            );
+            line(&mut out, "Template", map_line(get(o, &["spec", "template", "allocatable"])));
+            line(
+                &mut out,
+                "Scale down",
+                format!(
+                    "under {} of allocatable for {}",
+                    text(o, &["spec", "scaleDown", "utilizationThreshold"]),
+                    text(o, &["spec", "scaleDown", "unneededTime"])
+                ),
+            );
+            if let Some(m) = get(o, &["status", "message"]).as_str() {
+                line(&mut out, "Message", m.to_string());
+            }
         }
         _ => {}
     }
@@ -153,6 +183,10 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
     if let Some(m) = status_rest.as_object_mut() {
         m.remove("conditions");
         m.remove("decisions");
+        if kind.kind == "NodePool" {
+            // Shown below, as a table.
+            m.remove("nodes");
+        }
         if kind.kind == "Autoscaler" {
             // Shown above, with units.
             m.remove("currentMetrics");
@@ -174,6 +208,22 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
             .collect();
         indent(&mut out, &output::table(&["TYPE", "STATUS", "REASON", "MESSAGE"], &rows));
     }
+    if let Some(nodes) = get(status, &["nodes"]).as_array().filter(|n| !n.is_empty()) {
+        out.push_str("Pool nodes:\n");
+        let rows: Vec<Vec<String>> = nodes
+            .iter()
+            .map(|n| {
+                let util = get(n, &["utilization"]).as_f64().unwrap_or(0.0);
+                vec![
+                    text(n, &["name"]),
+                    text(n, &["state"]),
+                    format!("{:.0}%", util * 100.0),
+                    text(n, &["instances"]),
+                ]
+            })
+            .collect();
+        indent(&mut out, &output::table(&["NAME", "STATE", "REQUESTED", "INSTANCES"], &rows));
+    }
     if let Some(decisions) = get(status, &["decisions"]).as_array().filter(|d| !d.is_empty()) {
         out.push_str("Scaling decisions (newest first):\n");
         let rows: Vec<Vec<String>> = decisions
@@ -186,7 +236,8 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
                 ]
             })
             .collect();
-        indent(&mut out, &output::table(&["AGO", "REPLICAS", "REASON"], &rows));
+        let what = if kind.kind == "NodePool" { "NODES" } else { "REPLICAS" };
+        indent(&mut out, &output::table(&["AGO", what, "REASON"], &rows));
     }
     out
 }

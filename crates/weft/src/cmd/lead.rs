@@ -6,6 +6,8 @@
 #[cfg(feature = "etcd")]
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use tokio::sync::watch;
 use weft_client::Client;
 use weft_controllers::Controllers;
@@ -17,14 +19,19 @@ use super::server::StoreTarget;
 const LEASE: Duration = Duration::from_secs(5);
 
 /// Runs the controllers through `client` whenever this server leads, until `stop` fires.
-pub async fn run(target: StoreTarget, client: Client, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    target: StoreTarget,
+    client: Client,
+    data_dir: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     match target {
         StoreTarget::Embedded => {
             eprintln!("controllers running (embedded store: this server is the only one)");
-            controllers(client).run(stopped(stop.clone())).await;
+            run_controllers(&client, &data_dir, stopped(stop.clone())).await;
         }
         #[cfg(not(feature = "etcd"))]
         StoreTarget::Etcd { .. } => {
@@ -63,7 +70,7 @@ pub async fn run(target: StoreTarget, client: Client, mut stop: watch::Receiver<
                 delay = Duration::from_millis(200);
                 eprintln!("controllers: leading as {id}; controllers running");
                 let (end_tx, end_rx) = watch::channel(false);
-                let run = controllers(client.clone()).run(stopped(end_rx));
+                let run = run_controllers(&client, &data_dir, stopped(end_rx));
                 tokio::pin!(run);
                 let stopping = tokio::select! {
                     () = &mut run => false,
@@ -84,8 +91,14 @@ pub async fn run(target: StoreTarget, client: Client, mut stop: watch::Receiver<
     }
 }
 
-fn controllers(client: Client) -> Controllers {
-    Controllers::new(client, weft_controllers::Options::default())
+/// The controllers, with the local node provider: its agents stop when leadership ends.
+async fn run_controllers(
+    client: &Client,
+    data_dir: &std::path::Path,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let controllers = Controllers::new(client.clone(), weft_controllers::Options::default());
+    crate::local_pool::run_controllers(controllers, data_dir, client, shutdown).await;
 }
 
 /// Waits `d` unless `stop` fires first (then `true`).

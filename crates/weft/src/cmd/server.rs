@@ -39,9 +39,10 @@ pub struct ServerArgs {
     /// one etcd)
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
-    /// Also run the controllers, scheduler and autoscaler here. With --store etcd://, give it
-    /// to several replicas: they elect one (an etcd lease) to run them, and another takes over
-    /// within seconds when it dies
+    /// Also run the controllers, scheduler, autoscaler and node pools here (the `local`
+    /// provider's agents run on this machine, under <data-dir>/nodepools/). With --store
+    /// etcd://, give it to several replicas: they elect one (an etcd lease) to run them, and
+    /// another takes over within seconds when it dies
     #[arg(long)]
     pub controllers: bool,
     /// Lifetime of the workload certificates the CA signs for sidecars (renewed at 70%)
@@ -298,7 +299,7 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     let leader = if args.controllers {
         let client =
             weft_client::Client::new(&url, Some(admin_token)).context("the api address")?;
-        Some(tokio::spawn(super::lead::run(target.clone(), client, stop_rx)))
+        Some(tokio::spawn(super::lead::run(target.clone(), client, data_dir.clone(), stop_rx)))
     } else {
         None
     };

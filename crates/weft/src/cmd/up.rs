@@ -182,7 +182,13 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
         client.clone(),
         weft_controllers::Options { scheduler: policy, ..Default::default() },
     );
-    let controllers_task = tokio::spawn(controllers.run(stop_front.signal()));
+    // Node pools' local agents are children of this process and stop with the controllers.
+    let controllers_task = {
+        let (client, data_dir, stop) = (client.clone(), data_dir.clone(), stop_front.signal());
+        tokio::spawn(async move {
+            crate::local_pool::run_controllers(controllers, &data_dir, &client, stop).await
+        })
+    };
     step(started, &format!("controllers and scheduler running ({policy} placement)"));
 
     let gateway_token = run_token(&client, Role::Proxy, GATEWAY_TOKEN).await?;
@@ -220,7 +226,8 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
     if !gateway_task.is_finished() {
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut gateway_task).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), controllers_task).await;
+    // Long enough for pool agents to stop their instances (they are killed after 30 s).
+    let _ = tokio::time::timeout(Duration::from_secs(40), controllers_task).await;
     // The gateway's token is only for this run.
     let _ = client.revoke_token(&gateway_token.1).await;
     stop_agent.fire();
