@@ -18,5 +18,8 @@ pub mod validate;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};
-pub use kinds::{Autoscaler, Deployment, Endpoints, Instance, KindInfo, Node, Resource, Service};
+pub use kinds::{
+    AuthorizationPolicy, Autoscaler, Deployment, Endpoints, Instance, KindInfo, MeshConfig, Node,
+    Resource, Service,
+};
 pub use meta::{API_VERSION, DEFAULT_NAMESPACE, ObjectMeta};

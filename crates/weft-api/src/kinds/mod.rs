@@ -5,6 +5,7 @@ pub mod autoscaler;
 pub mod deployment;
 pub mod endpoints;
 pub mod instance;
+pub mod mesh;
 pub mod node;
 pub mod service;
 pub mod template;
@@ -22,6 +23,7 @@ use autoscaler::{AutoscalerSpec, AutoscalerStatus};
 use deployment::{DeploymentSpec, DeploymentStatus};
 use endpoints::EndpointsSpec;
 use instance::{InstanceSpec, InstanceStatus};
+use mesh::{AuthorizationPolicySpec, MeshConfigSpec};
 use node::{NodeSpec, NodeStatus};
 use service::ServiceSpec;
 
@@ -153,6 +155,26 @@ kind! {
     validate: |s, v| s.spec.validate(v),
 }
 
+kind! {
+    /// Who may call a service: allow or deny rules on the caller's identity, namespace, method
+    /// and path, enforced by the service's inbound sidecars.
+    AuthorizationPolicy { spec: AuthorizationPolicySpec, status: NoStatus },
+    info: AUTHORIZATION_POLICY,
+    defaults: |d| {
+        let ns = d.metadata.namespace_or_default().to_string();
+        d.spec.apply_defaults(&ns)
+    },
+    validate: |s, v| s.spec.validate(v),
+}
+
+kind! {
+    /// A namespace's mesh settings (mTLS mode, authorization default); only `default` exists.
+    MeshConfig { spec: MeshConfigSpec = default, status: NoStatus },
+    info: MESH_CONFIG,
+    defaults: |_d| {},
+    validate: |s, v| s.spec.validate(&s.metadata.name, v),
+}
+
 /// How the api names and handles one kind.
 pub struct KindInfo {
     /// `Deployment`.
@@ -231,10 +253,20 @@ info!(AUTOSCALER, Autoscaler, "autoscalers", "autoscaler", ["as", "hpa"], namesp
 info!(NODE, Node, "nodes", "node", ["no"], namespaced: false, system: true);
 info!(INSTANCE, Instance, "instances", "instance", ["inst"], namespaced: true, system: true);
 info!(ENDPOINTS, Endpoints, "endpoints", "endpoint", ["ep"], namespaced: true, system: true);
+info!(AUTHORIZATION_POLICY, AuthorizationPolicy, "authorizationpolicies", "authorizationpolicy", ["authz", "ap"], namespaced: true, system: false);
+info!(MESH_CONFIG, MeshConfig, "meshconfigs", "meshconfig", ["mesh", "mc"], namespaced: true, system: false);
 
 /// Every kind, in the order users meet them.
-pub static KINDS: [&KindInfo; 6] =
-    [&DEPLOYMENT, &SERVICE, &AUTOSCALER, &INSTANCE, &ENDPOINTS, &NODE];
+pub static KINDS: [&KindInfo; 8] = [
+    &DEPLOYMENT,
+    &SERVICE,
+    &AUTOSCALER,
+    &INSTANCE,
+    &ENDPOINTS,
+    &NODE,
+    &AUTHORIZATION_POLICY,
+    &MESH_CONFIG,
+];
 
 /// Finds a kind by any of its names, case-insensitively (`Deployment`, `deployments`, `deploy`).
 pub fn lookup(name: &str) -> Option<&'static KindInfo> {
