@@ -476,7 +476,7 @@ pub async fn run(proxy: Arc<Proxy>) {
             changed |= state.handle(kind, item, &proxy, &mut reporter);
         }
         if changed && state.synced() {
-            if side.gateway.is_none() {
+            if !side.inbound.is_empty() {
                 apply_mesh_mode(&proxy, &state);
             }
             proxy.apply(state.desired());
