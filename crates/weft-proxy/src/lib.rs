@@ -67,7 +67,7 @@ pub use runtime::{main, main_from_args};
 pub use tls::MtlsMode;
 
 #[doc(hidden)]
-pub use policy::authz::bench_decide as bench_authz_decide;
+pub use policy::authz::BenchTable as AuthzBenchTable;
 
 /// Runs the proxy on the current tokio runtime until SIGTERM/SIGINT, then drains.
 ///

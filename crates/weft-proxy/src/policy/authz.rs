@@ -14,7 +14,7 @@
 //! mTLS off) matches only rules without `from`. Opaque TCP connections are decided once at
 //! accept with no method or path: a rule with `methods` or `paths` never matches them.
 //!
-//! [`Table`] is the pure matcher (unit-tested, benchmarked through [`bench_decide`]); [`Authz`]
+//! [`Table`] is the pure matcher (unit-tested, benchmarked through [`BenchTable`]); [`Authz`]
 //! adds the metric handles and the 403 text.
 
 use prometheus_client::metrics::counter::Counter;
@@ -314,34 +314,31 @@ fn what(call: &Call<'_>) -> String {
     }
 }
 
-/// The matcher's cost, for `weft-bench`-style measurement from a bench target: builds a table
-/// of `n` allow policies (one caller each) plus one deny policy, and decides `calls` calls from
-/// the last allowed caller (the worst case: every policy is looked at). Returns how many were
-/// allowed.
+/// The matcher on its own, for the bench (`benches/authz.rs`): `n` allow policies (one caller
+/// each, with method and path conditions) plus one deny policy, all for one target.
 #[doc(hidden)]
-pub fn bench_decide(n: usize, calls: usize) -> usize {
-    let policies: Vec<AuthorizationPolicy> = (0..n)
-        .map(|i| {
-            policy(
-                &format!("p{i:03}"),
-                "allow",
-                &format!(
+pub struct BenchTable {
+    table: Table,
+}
+
+impl BenchTable {
+    pub fn new(n: usize) -> BenchTable {
+        let policies: Vec<AuthorizationPolicy> = (0..n)
+            .map(|i| {
+                let rule = format!(
                     "{{ from: [ {{ service: caller{i} }} ], methods: [GET], paths: [/api/] }}"
-                ),
-            )
-        })
-        .chain(std::iter::once(policy("zdeny", "deny", "{ paths: [/admin/] }")))
-        .collect();
-    let table = Table::new("shop", &["catalog"], &policies, false);
-    let id = SpiffeId::new("weft.local", "shop", &format!("caller{}", n.saturating_sub(1)));
-    let mut allowed = 0;
-    for i in 0..calls {
-        let path = if i % 2 == 0 { "/api/items?page=2" } else { "/api/prices" };
-        if table.decide(Some(std::hint::black_box(&id)), &Call::http("GET", path)).allowed() {
-            allowed += 1;
-        }
+                );
+                policy(&format!("p{i:03}"), "allow", &rule)
+            })
+            .chain(std::iter::once(policy("zdeny", "deny", "{ paths: [/admin/] }")))
+            .collect();
+        BenchTable { table: Table::new("shop", &["catalog"], &policies, false) }
     }
-    allowed
+
+    /// Decides a GET of `path` by `spiffe://weft.local/ns/shop/svc/caller<i>`.
+    pub fn decide(&self, caller: &weft_ca::SpiffeId, path: &str) -> bool {
+        self.table.decide(Some(caller), &Call::http("GET", path)).allowed()
+    }
 }
 
 fn policy(name: &str, action: &str, rule: &str) -> AuthorizationPolicy {
@@ -474,7 +471,10 @@ mod tests {
     }
 
     #[test]
-    fn bench_helper_decides() {
-        assert_eq!(bench_decide(50, 10), 10);
+    fn bench_table_decides() {
+        let t = BenchTable::new(50);
+        assert!(t.decide(&id("shop", "caller49"), "/api/items"));
+        assert!(!t.decide(&id("shop", "caller49"), "/admin/x"));
+        assert!(!t.decide(&id("shop", "stranger"), "/api/items"));
     }
 }
