@@ -5,7 +5,7 @@
 #
 # usage: crates/weft-proxy/bench/sidecar-pair.sh [-d SECONDS] [-r "1000 10000"] [-c CONNECTIONS]
 #                                                [--form host|absolute] [--plain] [--nginx] [--mtls]
-#                                                [WEFT_BINARY]
+#                                                [--authz N] [WEFT_BINARY]
 #   The pair is two real sidecars from static files, as the agent runs them: the caller's
 #   (outbound listener on 18182; service `catalog` with the default traffic policy — p2c-ewma,
 #   retries with budget, circuit breaker, outlier detection — whose one endpoint is the other
@@ -20,6 +20,9 @@
 #   identities web -> catalog from a CA made by `cargo run -p weft-ca --example issue`), and the
 #   full mTLS handshakes per second the callee's inbound port completes (`openssl s_time -new`
 #   with the caller's certificate, 5 s, on CPU 0).
+#   --authz N (implies --mtls) also measures the mTLS pair with N AuthorizationPolicies on the
+#   callee's inbound port (ports 18190-18191): N-2 allow policies for other callers, a deny for
+#   /admin/ and, last in name order, the allow for web: every request walks all N.
 #   WEFT_BINARY defaults to $CARGO_TARGET_DIR/release/weft (or target/release/weft); build it
 #   with `cargo build --release -p weft`. The load generator is built here (release example).
 #
@@ -28,7 +31,7 @@
 # Prints, per rate and pair: direct p50/p99, pair p50/p99 and what the pair adds, in
 # microseconds, and the pair's CPU microseconds per request (both proxies together).
 set -euo pipefail
-secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 with_mtls=0 form=host
+secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 with_mtls=0 form=host authz=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     -d) secs=$2; shift 2 ;;
@@ -38,6 +41,7 @@ while [[ $# -gt 0 ]]; do
     --plain) with_plain=1; shift ;;
     --nginx) with_nginx=1; shift ;;
     --mtls) with_mtls=1; shift ;;
+    --authz) authz=$2; with_mtls=1; shift 2 ;;
     -*) echo "unknown flag $1" >&2; exit 64 ;;
     *) break ;;
   esac
@@ -55,7 +59,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-for p in 18181 18182 18183 18184 18185 18186 18187 18188 18189; do
+for p in 18181 18182 18183 18184 18185 18186 18187 18188 18189 18190 18191; do
   if ss -ltn "sport = :$p" | grep -q LISTEN; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
 done
 cat >"$work/upstream.conf" <<EOF
@@ -117,6 +121,20 @@ if [[ $with_mtls == 1 ]]; then
   pair_pids[mtls]=${pids[-1]}
   start 1 "$weft" proxy --config "$work/outbound-mtls.yaml" $(tls web)
   pair_pids[mtls]+=" ${pids[-1]}"
+  if (( authz > 0 )); then
+    sed -e 's/18182/18190/; s/18183/18191/' "$work/outbound.yaml" >"$work/outbound-authz.yaml"
+    sed -e 's/18183/18191/' "$work/inbound.yaml" >"$work/inbound-authz.yaml"
+    policy() { printf '  - { apiVersion: weft/v1, kind: AuthorizationPolicy, metadata: { name: %s }, spec: { target: { service: catalog }, action: %s, rules: [ %s ] } }\n' "$@"; }
+    for i in $(seq 1 $((authz - 2))); do
+      policy "p$i" allow "{ from: [ { service: caller$i } ], methods: [GET], paths: [/] }" >>"$work/inbound-authz.yaml"
+    done
+    policy no-admin deny "{ paths: [/admin/] }" >>"$work/inbound-authz.yaml"
+    policy zz-web allow "{ from: [ { service: web } ], methods: [GET], paths: [/] }" >>"$work/inbound-authz.yaml"
+    start 1 "$weft" proxy --config "$work/inbound-authz.yaml" $(tls catalog)
+    pair_pids[authz]=${pids[-1]}
+    start 1 "$weft" proxy --config "$work/outbound-authz.yaml" $(tls web)
+    pair_pids[authz]+=" ${pids[-1]}"
+  fi
 fi
 if [[ $with_plain == 1 ]]; then
   start 1 "$weft" proxy --listen 127.0.0.1:18187 --upstream 127.0.0.1:18181 --direction inbound
@@ -124,13 +142,18 @@ if [[ $with_plain == 1 ]]; then
   start 1 "$weft" proxy --listen 127.0.0.1:18186 --upstream 127.0.0.1:18187 --direction outbound
   pair_pids[plain]+=" ${pids[-1]}"
 fi
-for p in 18181 18182 18183 $([[ $with_nginx == 1 ]] && echo 18184 18185) $([[ $with_plain == 1 ]] && echo 18186 18187) $([[ $with_mtls == 1 ]] && echo 18188); do
+for p in 18181 18182 18183 $([[ $with_nginx == 1 ]] && echo 18184 18185) $([[ $with_plain == 1 ]] && echo 18186 18187) $([[ $with_mtls == 1 ]] && echo 18188) $( (( authz > 0 )) && echo 18190 ); do
   for _ in $(seq 100); do curl -s -o /dev/null -H 'Host: catalog' "http://127.0.0.1:$p/" && break; sleep 0.1; done
 done
 body=$(curl -sf -H 'Host: catalog' http://127.0.0.1:18182/) && [[ $body == "hello world" ]] \
   || { echo "the sidecar pair does not answer; log:" >&2; cat "$work/log" >&2; exit 1; }
 body=$(curl -sf --proxy http://127.0.0.1:18182 http://catalog/) && [[ $body == "hello world" ]] \
   || { echo "the sidecar pair does not route absolute-form requests; log:" >&2; cat "$work/log" >&2; exit 1; }
+if (( authz > 0 )); then
+  body=$(curl -sf -H 'Host: catalog' http://127.0.0.1:18190/) && [[ $body == "hello world" ]] \
+    && [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: catalog' http://127.0.0.1:18190/admin/) == 403 ]] \
+    || { echo "the authz pair does not allow web or does not deny /admin/; log:" >&2; cat "$work/log" >&2; exit 1; }
+fi
 
 tck=$(getconf CLK_TCK)
 ticks() { local t=0; for p in $1; do s=($(cut -d' ' -f14,15 "/proc/$p/stat")); t=$((t + s[0] + s[1])); done; echo $t; }
@@ -164,6 +187,7 @@ for rate in $rates; do
   if [[ $with_plain == 1 ]]; then measure plain 18186 "$rate" "$d"; fi
   if [[ $with_nginx == 1 ]]; then measure nginx 18184 "$rate" "$d"; fi
   if [[ $with_mtls == 1 ]]; then measure mtls 18188 "$rate" "$d" "${gen_form[@]}"; fi
+  if (( authz > 0 )); then measure authz 18190 "$rate" "$d" "${gen_form[@]}"; fi
 done
 if [[ $with_mtls == 1 ]] && command -v openssl >/dev/null; then
   t0=$(ticks "${pair_pids[mtls]%% *}")

@@ -329,4 +329,12 @@ fn bad_policies_and_mesh_configs_are_rejected_whole() {
     assert_eq!(v["spec"], json!({"mtls": "strict", "authorization": {"default": "allow"}}));
     let out = s.cli(&["describe", "ap", "good"]);
     assert!(out.ok().stdout.contains("Service/catalog"), "{}", out.stdout);
+
+    // The example for the demo shop is valid as written.
+    let dir = common::up::repo("examples/authz");
+    s.cli(&["apply", "-f", dir.to_str().unwrap()]).ok();
+    let names = s.names("authorizationpolicies");
+    for n in ["catalog-readers", "cart-owner", "no-cart-deletes", "pricing-readers"] {
+        assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+    }
 }
