@@ -338,3 +338,47 @@ fn bad_policies_and_mesh_configs_are_rejected_whole() {
         assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
     }
 }
+
+/// The demo shop under `weft up` with examples/authz applied: every hop it makes is allowed
+/// (the page has no errors, catalog's sidecar counts allows for `catalog-readers`); a deny
+/// added for the frontend is enforced (the page loses the catalog, the deny is counted).
+#[test]
+fn the_shop_runs_under_its_example_policies() {
+    use common::up::{Up, http_get, repo};
+    let up = Up::start(&["-f", repo("examples/shop").to_str().unwrap()]);
+    let page_ok = || {
+        let (status, body) = http_get(&up.gateway, "/api/home?user=ann").ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && v["errors"].as_array().is_some_and(|e| e.is_empty())).then_some(())
+    };
+    wait_for("the shop through the gateway", Duration::from_secs(90), page_ok);
+    up.cli(&["apply", "-f", repo("examples/authz").to_str().unwrap()]).ok();
+    let admins = |svc: &str| -> Vec<String> {
+        up.items("instances")
+            .iter()
+            .filter(|i| i["spec"]["deployment"] == svc)
+            .filter_map(|i| i["status"]["sidecarAdmin"].as_str().map(String::from))
+            .collect()
+    };
+    let counted = |svc: &str, label: &str| -> f64 {
+        admins(svc).iter().map(|a| metric(a, "weft_authz_decisions_total", label)).sum()
+    };
+    wait_for("the policies in force, the page still whole", WAIT, || {
+        page_ok()?;
+        (counted("catalog", "policy=\"default/catalog-readers\",result=\"allow\"") >= 1.0
+            && counted("frontend", "policy=\"default/frontend-from-gateway\",result=\"allow\"")
+                >= 1.0)
+            .then_some(())
+    });
+    let deny = policy("no-frontend", "catalog", "deny", "[ { from: [ { service: frontend } ] } ]");
+    let file = up.dir.join("no-frontend.yaml");
+    std::fs::write(&file, deny).unwrap();
+    up.cli(&["apply", "-f", file.to_str().unwrap()]).ok();
+    wait_for("the deny enforced", WAIT, || {
+        let (_, body) = http_get(&up.gateway, "/api/home?user=ann").ok()?;
+        (body.contains("catalog")
+            && counted("catalog", "policy=\"default/no-frontend\",result=\"deny\"") >= 1.0)
+            .then_some(())
+    });
+    assert!(page_ok().is_none(), "the page is whole without the catalog");
+}
