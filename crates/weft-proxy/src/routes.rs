@@ -162,6 +162,11 @@ impl Snapshot {
             .map(|i| {
                 let mut v = describe_cluster(&i.cluster, now);
                 v["services"] = json!(i.admissions.iter().map(|a| &a.service).collect::<Vec<_>>());
+                // What the inbound port enforces, for `/config` readers debugging a 403.
+                v["authorization"] = match &i.authz {
+                    Some(a) => a.describe(),
+                    None => json!("open"),
+                };
                 v
             })
             .collect();

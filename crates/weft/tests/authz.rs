@@ -193,6 +193,15 @@ fn policies_allow_deny_match_methods_and_paths_and_reopen_live() {
     assert!(body.contains("AuthorizationPolicy default/no-secrets (rule 1)"), "{body}");
     assert_eq!(m.call(&m.web, "GET", "/api/items").0, 200);
 
+    // The callee's admin view says what its port enforces.
+    let config = request(&m.admin, "GET", "/config", None, &[], None).unwrap().json();
+    let authz = &config["routes"]["inbound"][0]["authorization"];
+    assert_eq!(
+        *authz,
+        json!({"allow": ["default/web-reads"], "deny": ["default/no-secrets"], "defaultDeny": true}),
+        "{config}"
+    );
+
     // Counted, per deciding policy.
     assert!(m.decisions("default/web-reads", "allow") >= 3.0);
     assert!(m.decisions("(default)", "deny") >= 4.0);

@@ -258,6 +258,16 @@ impl Authz {
         })
     }
 
+    /// The policies in force, for the admin `/config` view.
+    pub(crate) fn describe(&self) -> serde_json::Value {
+        let names = |v: &[Compiled]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        serde_json::json!({
+            "allow": names(&self.table.allow),
+            "deny": names(&self.table.deny),
+            "defaultDeny": self.table.default_deny || !self.table.allow.is_empty(),
+        })
+    }
+
     /// Decides and counts; a denial comes with the 403 body.
     pub(crate) fn check(&self, peer: Option<&SpiffeId>, call: &Call<'_>) -> Result<(), String> {
         let by = self.table.decide(peer, call);
