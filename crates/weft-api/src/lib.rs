@@ -19,6 +19,7 @@ pub mod wire;
 
 pub use error::{ApiError, ErrorCode};
 pub use kinds::{
-    Autoscaler, Deployment, Endpoints, Instance, KindInfo, Node, NodePool, Resource, Service,
+    AuthorizationPolicy, Autoscaler, Deployment, Endpoints, Instance, KindInfo, MeshConfig, Node,
+    NodePool, Resource, Service,
 };
 pub use meta::{API_VERSION, DEFAULT_NAMESPACE, ObjectMeta};

@@ -311,6 +311,11 @@ fn lookup_by_every_name() {
         ("ep", "Endpoints"),
         ("no", "Node"),
         ("node", "Node"),
+        ("authz", "AuthorizationPolicy"),
+        ("ap", "AuthorizationPolicy"),
+        ("AuthorizationPolicies", "AuthorizationPolicy"),
+        ("mesh", "MeshConfig"),
+        ("meshconfig", "MeshConfig"),
     ] {
         assert_eq!(kinds::lookup(name).map(|k| k.kind), Some(kind), "{name}");
     }

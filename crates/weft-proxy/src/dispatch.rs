@@ -90,6 +90,8 @@ pub(crate) struct RequestView<'a> {
     /// The absolute-form target's authority, else `Host`.
     pub(crate) authority: Option<&'a str>,
     pub(crate) headers: Headers<'a>,
+    /// The caller's verified mesh identity (inbound mTLS connections).
+    pub(crate) peer: Option<&'a weft_ca::SpiffeId>,
 }
 
 /// A routed request.
@@ -249,6 +251,18 @@ pub(crate) fn route(
                     "no inbound route\n".into(),
                 ));
             };
+            if let Some(authz) = &r.authz {
+                let call = crate::policy::authz::Call::http(req.method, req.target);
+                if let Err(message) = authz.check(req.peer, &call) {
+                    return Err(Refusal {
+                        status: StatusCode::FORBIDDEN,
+                        kind: ErrorKind::Forbidden,
+                        message,
+                        retry_after: None,
+                        cluster: Some(r.cluster.clone()),
+                    });
+                }
+            }
             let admitted = if r.admissions.is_empty() {
                 None
             } else {

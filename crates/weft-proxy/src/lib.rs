@@ -66,6 +66,9 @@ pub use proxy::{Listeners, Proxy};
 pub use runtime::{main, main_from_args};
 pub use tls::MtlsMode;
 
+#[doc(hidden)]
+pub use policy::authz::BenchTable as AuthzBenchTable;
+
 /// Runs the proxy on the current tokio runtime until SIGTERM/SIGINT, then drains.
 ///
 /// `weft proxy` uses [`main`], which owns its runtimes and exit codes; this is for a process

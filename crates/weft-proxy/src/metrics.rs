@@ -127,10 +127,12 @@ pub enum ErrorKind {
     HoldTimeout,
     /// Refused because the service's hold queue was full (503).
     HoldQueueFull,
+    /// Denied by authorization policy at the inbound sidecar (403).
+    Forbidden,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 15] = [
+    const ALL: [ErrorKind; 16] = [
         ErrorKind::BadRequest,
         ErrorKind::HeaderTooLarge,
         ErrorKind::HeaderTimeout,
@@ -146,6 +148,7 @@ impl ErrorKind {
         ErrorKind::RateLimited,
         ErrorKind::HoldTimeout,
         ErrorKind::HoldQueueFull,
+        ErrorKind::Forbidden,
     ];
 
     /// The label value.
@@ -166,6 +169,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::HoldTimeout => "hold_timeout",
             ErrorKind::HoldQueueFull => "hold_queue_full",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 }
@@ -201,6 +205,14 @@ pub struct Metrics {
     held: Family<HeldLabels, Counter>,
     mtls: Family<MtlsLabels, Counter>,
     cert_expiry: Gauge,
+    authz: Family<AuthzLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthzLabels {
+    service: String,
+    policy: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -334,7 +346,16 @@ impl Metrics {
             "Unix time at which the sidecar's workload certificate expires (0: none)",
             cert_expiry.clone(),
         );
+        let authz = Family::<AuthzLabels, Counter>::default();
+        registry.register(
+            "weft_authz_decisions",
+            "Authorization decisions of the inbound sidecar by target service, deciding policy \
+             (namespace/name, or (default) when none matched) and result (allow, deny); calls \
+             to a service without policies under an allow default are not counted",
+            authz.clone(),
+        );
         Metrics {
+            authz,
             mtls,
             cert_expiry,
             held,
@@ -465,6 +486,14 @@ impl Metrics {
     /// Counts a mesh connection (see `weft_mtls_connections_total`).
     pub(crate) fn mtls(&self, side: &'static str, result: &'static str) {
         self.mtls.get_or_create(&MtlsLabels { side, result }).inc();
+    }
+
+    /// The counter of one authorization outcome (handles are resolved when policies change,
+    /// not per request).
+    pub(crate) fn authz_decision(&self, service: &str, policy: &str, allow: bool) -> Counter {
+        let result = if allow { "allow" } else { "deny" };
+        let l = AuthzLabels { service: service.into(), policy: policy.into(), result };
+        self.authz.get_or_create(&l).clone()
     }
 
     /// Records when the workload certificate expires.

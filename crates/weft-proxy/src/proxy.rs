@@ -160,6 +160,11 @@ impl Proxy {
                                         desired.endpoints.push(e);
                                     }
                                 }
+                                Some("AuthorizationPolicy") => {
+                                    if let Ok(p) = serde_json::from_value(o.clone()) {
+                                        desired.authz.push(p);
+                                    }
+                                }
                                 _ => {}
                             }
                         }
@@ -377,6 +382,14 @@ impl Proxy {
                 {
                     let snap = s.snapshot.load();
                     if let Some(r) = snap.inbound.get(i) {
+                        // TCP is authorized once, at accept, on the caller's identity alone.
+                        if let Some(authz) = &r.authz
+                            && authz.check(stream.peer(), &Default::default()).is_err()
+                        {
+                            // Closed without a word: a TCP client has no place for a 403.
+                            r.cluster.svc().error(crate::metrics::ErrorKind::Forbidden);
+                            return;
+                        }
                         tokio::spawn(crate::tcp::relay(self.clone(), r.cluster.clone(), stream));
                         return;
                     }

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use weft_api::kinds::template::{ContainerPort, PortRef, Protocol};
-use weft_api::{Endpoints, Service};
+use weft_api::{AuthorizationPolicy, Endpoints, Service};
 use weft_traffic::{EndpointHealth, LoadBalancer};
 
 use crate::cluster::{Cluster, Ep};
 use crate::config::Direction;
 use crate::metrics::Metrics;
+use crate::policy::authz::{Authz, Table};
 use crate::policy::{self, Policy};
 use crate::sidecar::SidecarConfig;
 use crate::sidecar::gateway::{IngressRoute, IngressTable};
@@ -50,6 +51,8 @@ pub(crate) struct ServiceRoutes {
 pub(crate) struct InboundRoute {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) admissions: Vec<Arc<Admission>>,
+    /// Who may call the services behind the port; `None`: anyone (no policies).
+    pub(crate) authz: Option<Arc<Authz>>,
 }
 
 /// What a snapshot is built from.
@@ -65,6 +68,10 @@ pub(crate) struct Desired {
     pub(crate) template_ports: Vec<ContainerPort>,
     pub(crate) services: Vec<Service>,
     pub(crate) endpoints: Vec<Endpoints>,
+    /// The AuthorizationPolicies of the own namespace.
+    pub(crate) authz: Vec<AuthorizationPolicy>,
+    /// The MeshConfig's `authorization.default: deny` (own namespace, else mesh-wide).
+    pub(crate) authz_default_deny: bool,
 }
 
 type Key = (String, String);
@@ -155,6 +162,11 @@ impl Snapshot {
             .map(|i| {
                 let mut v = describe_cluster(&i.cluster, now);
                 v["services"] = json!(i.admissions.iter().map(|a| &a.service).collect::<Vec<_>>());
+                // What the inbound port enforces, for `/config` readers debugging a 403.
+                v["authorization"] = match &i.authz {
+                    Some(a) => a.describe(),
+                    None => json!("open"),
+                };
                 v
             })
             .collect();
@@ -349,15 +361,17 @@ pub(crate) fn build(
     for (i, spec) in env.sidecar.inbound.iter().enumerate() {
         let template_port = d.template_ports.iter().find(|p| p.name == spec.port).map(|p| p.port);
         let mut admissions = Vec::new();
+        let mut targets: Vec<&str> = Vec::new();
         for svc in d.services.iter().filter(|s| s.metadata.namespace_or_default() == own) {
             let selects = svc.spec.selector.iter().all(|(k, v)| d.labels.get(k) == Some(v));
-            let targets = svc.spec.ports.iter().any(|p| match p.target() {
+            let serves_port = svc.spec.ports.iter().any(|p| match p.target() {
                 PortRef::Name(n) => n == spec.port,
                 PortRef::Number(n) => template_port == Some(n),
             });
-            if !(selects && targets) {
+            if !(selects && serves_port) {
                 continue;
             }
+            targets.push(&svc.metadata.name);
             let key = (own.to_string(), svc.metadata.name.clone());
             let admission = match prev.and_then(|p| p.admissions.get(&key)) {
                 Some(a) if a.traffic == svc.spec.traffic => a.clone(),
@@ -393,7 +407,9 @@ pub(crate) fn build(
                 ))
             }
         };
-        snap.inbound.push(InboundRoute { cluster, admissions });
+        let table = Table::new(own, &targets, &d.authz, d.authz_default_deny);
+        let authz = Authz::new(metrics, &label, table).map(Arc::new);
+        snap.inbound.push(InboundRoute { cluster, admissions, authz });
     }
 
     for spec in &env.sidecar.upstream_ports {

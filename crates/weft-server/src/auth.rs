@@ -100,7 +100,11 @@ impl Caller {
             (Role::Agent, Write(k) | WriteStatus(k) | Delete(k)) => is(k, &kinds::NODE),
             (Role::Proxy, Activate) => true,
             (Role::Proxy, Read(k)) => {
-                is(k, &kinds::SERVICE) || is(k, &kinds::ENDPOINTS) || is(k, &kinds::INSTANCE)
+                is(k, &kinds::SERVICE)
+                    || is(k, &kinds::ENDPOINTS)
+                    || is(k, &kinds::INSTANCE)
+                    || is(k, &kinds::AUTHORIZATION_POLICY)
+                    || is(k, &kinds::MESH_CONFIG)
             }
             _ => false,
         }
@@ -408,6 +412,9 @@ mod tests {
         assert!(!agent.allowed(Action::Write(&kinds::DEPLOYMENT)));
         assert!(proxy.allowed(Action::Read(&kinds::SERVICE)));
         assert!(proxy.allowed(Action::Read(&kinds::ENDPOINTS)));
+        assert!(proxy.allowed(Action::Read(&kinds::AUTHORIZATION_POLICY)));
+        assert!(proxy.allowed(Action::Read(&kinds::MESH_CONFIG)));
+        assert!(!proxy.allowed(Action::Write(&kinds::AUTHORIZATION_POLICY)));
         assert!(!proxy.allowed(Action::Read(&kinds::DEPLOYMENT)));
         assert!(!proxy.allowed(Action::WriteStatus(&kinds::INSTANCE)));
         assert!(proxy.allowed(Action::Activate));

@@ -73,6 +73,8 @@ pub fn headers(kind: &KindInfo, wide: bool, all_namespaces: bool) -> Vec<&'stati
         "Endpoints" => vec!["NAME", "ENDPOINTS", "AGE"],
         "Node" => vec!["NAME", "STATUS", "CPU", "MEMORY", "AGE"],
         "NodePool" => vec!["NAME", "PROVIDER", "MIN", "MAX", "NODES", "DESIRED", "AGE"],
+        "AuthorizationPolicy" => vec!["NAME", "TARGET", "ACTION", "RULES", "AGE"],
+        "MeshConfig" => vec!["NAME", "MTLS", "AUTHZ-DEFAULT", "AGE"],
         _ => vec!["NAME", "AGE"],
     });
     if wide {
@@ -280,6 +282,22 @@ pub fn row(kind: &KindInfo, o: &Value, wide: bool, all_namespaces: bool) -> Vec<
                 ]);
             }
         }
+        "AuthorizationPolicy" => {
+            let rules = s(o, &["spec", "rules"]).as_array().map_or(0, Vec::len);
+            r.extend([
+                name,
+                format!("svc/{}", text(o, &["spec", "target", "service"])),
+                text(o, &["spec", "action"]),
+                rules.to_string(),
+                age,
+            ]);
+        }
+        "MeshConfig" => r.extend([
+            name,
+            text(o, &["spec", "mtls"]),
+            text(o, &["spec", "authorization", "default"]),
+            age,
+        ]),
         _ => r.extend([name, age]),
     }
     r

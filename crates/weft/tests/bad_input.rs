@@ -39,7 +39,7 @@ const INVALID: &[Case] = &[
         name: "unknown kind",
         yaml: "apiVersion: weft/v1\nkind: Foo\nmetadata: {name: x}\nspec: {}\n",
         field: "kind",
-        message: "unknown kind \"Foo\" (known kinds: Deployment, Service, Autoscaler, Instance, Endpoints, Node, NodePool)",
+        message: "unknown kind \"Foo\" (known kinds: Deployment, Service, Autoscaler, Instance, Endpoints, Node, NodePool, AuthorizationPolicy, MeshConfig)",
     },
     Case {
         name: "unknown field",
@@ -213,7 +213,7 @@ fn unknown_kinds_routes_methods_and_query_parameters() {
     let r = s.get("/api/v1/namespaces/default/foos");
     assert_eq!(
         r.error(404, "NotFound"),
-        "unknown kind \"foos\" (known: deployments, services, autoscalers, instances, endpoints, nodes, nodepools)"
+        "unknown kind \"foos\" (known: deployments, services, autoscalers, instances, endpoints, nodes, nodepools, authorizationpolicies, meshconfigs)"
     );
     let r = s.get("/api/v1/namespaces/default/service");
     assert_eq!(

@@ -10,12 +10,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use common::mesh::{app, free, metric, plain_get, proxy};
 use common::*;
 use serde_json::json;
 use weft_ca::{Ca, Csr, SpiffeId};
@@ -97,82 +97,6 @@ fn the_ca_signs_only_the_instance_identity() {
     assert_eq!(r.status, 401);
 }
 
-/// An app answering `hello` to every request, keep-alive.
-fn app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn proxy(dir: &Path, name: &str, args: &[String]) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(BIN)
-        .arg("proxy")
-        .args(args)
-        .env_remove("WEFT_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Proc { child, log }
-}
-
-fn free() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn metric(admin: &str, name: &str, label: &str) -> f64 {
-    let Ok(r) = request(admin, "GET", "/metrics", None, &[], None) else { return 0.0 };
-    r.text()
-        .lines()
-        .find(|l| l.starts_with(name) && l.contains(label))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Test-only: accepts any server certificate (the proxy's own checks are what is tested).
 #[derive(Debug)]
 struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
@@ -246,21 +170,6 @@ fn tls_get(addr: &str, dir: &Path, name: Option<&str>) -> Result<u16, String> {
         Err(e) if out.is_empty() => return Err(e.to_string()),
         Err(_) => {}
     }
-    let text = String::from_utf8_lossy(&out);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no answer: {text:?}"))
-}
-
-/// Plain `GET /` to `addr`: the status, or the error (a refused connection closes at once).
-fn plain_get(addr: &str, host: &str) -> Result<u16, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out);
     text.split(' ')
         .nth(1)

@@ -175,6 +175,8 @@ fn discovery_lists_the_kinds_with_schemas_that_match_the_server() {
         ("Endpoints", "endpoints", true, true),
         ("Node", "nodes", false, true),
         ("NodePool", "nodepools", false, false),
+        ("AuthorizationPolicy", "authorizationpolicies", true, false),
+        ("MeshConfig", "meshconfigs", true, false),
     ];
     assert_eq!(
         summary,
@@ -295,6 +297,13 @@ fn probe_object(kind: &str) -> Value {
         }
         "NodePool" => {
             json!({ "apiVersion": "weft/v1", "kind": "NodePool", "metadata": { "name": "probe" }, "spec": { "provider": "local", "maxNodes": 1, "template": { "capacity": { "cpu": "1", "memory": "1Gi" } } } })
+        }
+        "AuthorizationPolicy" => {
+            json!({ "apiVersion": "weft/v1", "kind": "AuthorizationPolicy", "metadata": { "name": "probe" }, "spec": { "target": { "service": "probe" }, "action": "allow", "rules": [{}] } })
+        }
+        // Only `default` is a valid name: the probe gets the documented 422.
+        "MeshConfig" => {
+            json!({ "apiVersion": "weft/v1", "kind": "MeshConfig", "metadata": { "name": "probe" }, "spec": {} })
         }
         other => panic!("{other}"),
     }
@@ -473,7 +482,14 @@ fn openapi_document_matches_the_router_and_the_answers() {
         } else {
             format!("/api/v1/{}/{{name}}", k["plural"].as_str().unwrap())
         });
-        let put = s.put_json(&path, &probe_object(name));
+        let mut object = probe_object(name);
+        let path = if name == "MeshConfig" {
+            object["metadata"]["name"] = json!("default");
+            path.replace("/probe", "/default")
+        } else {
+            path
+        };
+        let put = s.put_json(&path, &object);
         assert!(put.status == 200 || put.status == 201, "{}", put.text());
         let o = s.object(&path).unwrap();
         let errs = errors(&v, &o);

@@ -5,6 +5,7 @@ pub mod autoscaler;
 pub mod deployment;
 pub mod endpoints;
 pub mod instance;
+pub mod mesh;
 pub mod node;
 pub mod nodepool;
 pub mod service;
@@ -23,6 +24,7 @@ use autoscaler::{AutoscalerSpec, AutoscalerStatus};
 use deployment::{DeploymentSpec, DeploymentStatus};
 use endpoints::EndpointsSpec;
 use instance::{InstanceSpec, InstanceStatus};
+use mesh::{AuthorizationPolicySpec, MeshConfigSpec};
 use node::{NodeSpec, NodeStatus};
 use nodepool::{NodePoolSpec, NodePoolStatus};
 use service::ServiceSpec;
@@ -163,6 +165,26 @@ kind! {
     validate: |s, v| s.spec.validate(v),
 }
 
+kind! {
+    /// Who may call a service: allow or deny rules on the caller's identity, namespace, method
+    /// and path, enforced by the service's inbound sidecars.
+    AuthorizationPolicy { spec: AuthorizationPolicySpec, status: NoStatus },
+    info: AUTHORIZATION_POLICY,
+    defaults: |d| {
+        let ns = d.metadata.namespace_or_default().to_string();
+        d.spec.apply_defaults(&ns)
+    },
+    validate: |s, v| s.spec.validate(v),
+}
+
+kind! {
+    /// A namespace's mesh settings (mTLS mode, authorization default); only `default` exists.
+    MeshConfig { spec: MeshConfigSpec = default, status: NoStatus },
+    info: MESH_CONFIG,
+    defaults: |_d| {},
+    validate: |s, v| s.spec.validate(&s.metadata.name, v),
+}
+
 /// How the api names and handles one kind.
 pub struct KindInfo {
     /// `Deployment`.
@@ -242,10 +264,21 @@ info!(NODE, Node, "nodes", "node", ["no"], namespaced: false, system: true);
 info!(NODE_POOL, NodePool, "nodepools", "nodepool", ["np", "pool"], namespaced: false, system: false);
 info!(INSTANCE, Instance, "instances", "instance", ["inst"], namespaced: true, system: true);
 info!(ENDPOINTS, Endpoints, "endpoints", "endpoint", ["ep"], namespaced: true, system: true);
+info!(AUTHORIZATION_POLICY, AuthorizationPolicy, "authorizationpolicies", "authorizationpolicy", ["authz", "ap"], namespaced: true, system: false);
+info!(MESH_CONFIG, MeshConfig, "meshconfigs", "meshconfig", ["mesh", "mc"], namespaced: true, system: false);
 
 /// Every kind, in the order users meet them.
-pub static KINDS: [&KindInfo; 7] =
-    [&DEPLOYMENT, &SERVICE, &AUTOSCALER, &INSTANCE, &ENDPOINTS, &NODE, &NODE_POOL];
+pub static KINDS: [&KindInfo; 9] = [
+    &DEPLOYMENT,
+    &SERVICE,
+    &AUTOSCALER,
+    &INSTANCE,
+    &ENDPOINTS,
+    &NODE,
+    &NODE_POOL,
+    &AUTHORIZATION_POLICY,
+    &MESH_CONFIG,
+];
 
 /// Finds a kind by any of its names, case-insensitively (`Deployment`, `deployments`, `deploy`).
 pub fn lookup(name: &str) -> Option<&'static KindInfo> {

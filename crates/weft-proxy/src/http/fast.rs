@@ -146,6 +146,7 @@ impl ReqHead {
             target,
             authority: text(&self.authority),
             headers: Headers::Raw(head),
+            peer: None,
         }
     }
 }
@@ -992,7 +993,8 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
         }
 
         let head = &buf[head_at..head_at + req.len];
-        let view = req.view(head);
+        let mut view = req.view(head);
+        view.peer = ctx.peer.as_ref();
         let routed = match dispatch::route_or_hold(proxy, unrouted, &view, start).await {
             Ok(r) => r,
             Err(refusal) => {

@@ -53,13 +53,14 @@ pub(crate) async fn forward(
     }
     let routed = {
         let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+        let ctx = ex.ctx().clone();
         let view = RequestView {
             method: req.method().as_str(),
             target: req.uri().path_and_query().map_or("/", PathAndQuery::as_str),
             authority: req.uri().authority().map(Authority::as_str).or(host),
             headers: Headers::Map(req.headers()),
+            peer: ctx.peer.as_ref(),
         };
-        let ctx = ex.ctx().clone();
         match dispatch::route_or_hold(&ctx.worker.proxy, &ctx.listener, &view, start).await {
             Ok(r) => r,
             Err(refusal) => return Ok(ex.refuse(refusal)),

@@ -63,6 +63,8 @@ pub(crate) struct ConnCtx {
     pub(crate) listener: Arc<ListenerCtx>,
     /// The client's IP as an `x-forwarded-for` element.
     pub(crate) peer_ip: HeaderValue,
+    /// The client's verified mesh identity (inbound mTLS connections), for authorization.
+    pub(crate) peer: Option<weft_ca::SpiffeId>,
     pub(crate) activity: Activity,
     /// Keeps the connection counted (for the drain) as long as a request or tunnel lives.
     pub(crate) _guard: ConnGuard,
@@ -145,6 +147,7 @@ pub(crate) async fn serve_connection(
         worker: worker.clone(),
         listener: listener.clone(),
         peer_ip,
+        peer: stream.peer().cloned(),
         activity,
         _guard: guard,
     });

@@ -5,6 +5,7 @@
 //! A [`Policy`] carries state (breaker counts, budget, ejection streaks), so a snapshot rebuild
 //! keeps the previous `Arc<Policy>` whenever the Service's traffic section did not change.
 
+pub(crate) mod authz;
 pub(crate) mod routes;
 
 use std::sync::{Arc, OnceLock};

@@ -174,10 +174,17 @@ pub fn parse(text: &str, name: &str) -> Result<StaticFile, ConfigError> {
             };
             fail(&at, format!("{message} (in {what})"))
         })?;
-        if kind != &weft_api::kinds::SERVICE && kind != &weft_api::kinds::ENDPOINTS {
+        if kind != &weft_api::kinds::SERVICE
+            && kind != &weft_api::kinds::ENDPOINTS
+            && kind != &weft_api::kinds::AUTHORIZATION_POLICY
+        {
             return Err(fail(
                 &format!("objects[{i}].kind"),
-                format!("a {} is not used by the proxy (use Service and Endpoints)", kind.kind),
+                format!(
+                    "a {} is not used by the proxy (use Service, Endpoints and \
+                     AuthorizationPolicy)",
+                    kind.kind
+                ),
             ));
         }
         objects.push(normalized);

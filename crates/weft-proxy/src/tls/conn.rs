@@ -21,6 +21,8 @@ pub(crate) struct TlsConn {
     io: TlsStream<TcpStream>,
     ahead: Vec<u8>,
     pos: usize,
+    /// The client's verified identity (inbound connections).
+    peer: Option<weft_ca::SpiffeId>,
 }
 
 impl From<TcpStream> for Conn {
@@ -31,7 +33,22 @@ impl From<TcpStream> for Conn {
 
 impl Conn {
     pub(crate) fn tls(io: TlsStream<TcpStream>) -> Conn {
-        Conn::Tls(Box::new(TlsConn { io, ahead: Vec::new(), pos: 0 }))
+        Conn::Tls(Box::new(TlsConn { io, ahead: Vec::new(), pos: 0, peer: None }))
+    }
+
+    pub(crate) fn set_peer(&mut self, peer: Option<weft_ca::SpiffeId>) {
+        if let Conn::Tls(t) = self {
+            t.peer = peer;
+        }
+    }
+
+    /// The verified identity of the client of an accepted mTLS connection; `None` for
+    /// plaintext.
+    pub(crate) fn peer(&self) -> Option<&weft_ca::SpiffeId> {
+        match self {
+            Conn::Tcp(_) => None,
+            Conn::Tls(t) => t.peer.as_ref(),
+        }
     }
 
     pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {

@@ -60,7 +60,9 @@ pub(crate) struct Material {
 
 /// The mesh identity in force and the TLS configs built around it.
 pub(crate) struct Mesh {
-    pub(crate) mode: MtlsMode,
+    /// Strict or permissive, switched live by the namespace's MeshConfig (`set_mode`); never
+    /// `Off` (then there is no Mesh at all).
+    mode: std::sync::atomic::AtomicU8,
     pub(crate) trust_domain: String,
     pub(crate) identity: SpiffeId,
     current: Arc<ArcSwap<CertifiedKey>>,
@@ -72,7 +74,7 @@ pub(crate) struct Mesh {
 impl fmt::Debug for Mesh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mesh")
-            .field("mode", &self.mode)
+            .field("mode", &self.mode())
             .field("trust_domain", &self.trust_domain)
             .field("identity", &self.identity.to_string())
             .field("not_after", &self.not_after.load(Ordering::Relaxed))
@@ -243,7 +245,7 @@ impl Mesh {
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_cert_resolver(Arc::new(Resolver(current.clone())));
         Ok(Mesh {
-            mode,
+            mode: std::sync::atomic::AtomicU8::new(mode as u8),
             trust_domain: trust_domain.to_string(),
             identity,
             current,
@@ -276,7 +278,26 @@ impl Mesh {
 
     /// Whether inbound connections and calls to other sidecars use TLS at all.
     pub(crate) fn enabled(&self) -> bool {
-        self.mode != MtlsMode::Off
+        self.mode() != MtlsMode::Off
+    }
+
+    /// The mode in force for new inbound connections.
+    pub(crate) fn mode(&self) -> MtlsMode {
+        match self.mode.load(Ordering::Relaxed) {
+            x if x == MtlsMode::Strict as u8 => MtlsMode::Strict,
+            x if x == MtlsMode::Permissive as u8 => MtlsMode::Permissive,
+            _ => MtlsMode::Off,
+        }
+    }
+
+    /// Switches between strict and permissive for new connections (open ones are untouched);
+    /// `Off` is refused: a mesh that has certificates keeps using them. Returns whether the
+    /// mode changed.
+    pub(crate) fn set_mode(&self, mode: MtlsMode) -> bool {
+        if mode == MtlsMode::Off {
+            return false;
+        }
+        self.mode.swap(mode as u8, Ordering::Relaxed) != mode as u8
     }
 
     /// Admits a connection accepted on an inbound port: mTLS, or plaintext when permitted.
@@ -296,7 +317,7 @@ impl Mesh {
             return None;
         }
         if first[0] != 0x16 {
-            if self.mode == MtlsMode::Strict {
+            if self.mode() == MtlsMode::Strict {
                 metrics.mtls("inbound", "refused_plaintext");
                 return None;
             }
@@ -306,7 +327,17 @@ impl Mesh {
         match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 metrics.mtls("inbound", "mtls");
-                Some(Conn::tls(tokio_rustls::TlsStream::Server(tls)))
+                // The verifier accepted a chain to our CA; the SPIFFE ID in its leaf is the
+                // caller's identity for authorization.
+                let peer = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| weft_ca::identity_of(c));
+                let mut conn = Conn::tls(tokio_rustls::TlsStream::Server(tls));
+                conn.set_peer(peer);
+                Some(conn)
             }
             _ => {
                 metrics.mtls("inbound", "refused_handshake");

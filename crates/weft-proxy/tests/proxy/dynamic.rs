@@ -116,6 +116,9 @@ fn answer(
     let plural: &'static str = match path {
         "/api/v1/services" => "services",
         "/api/v1/endpoints" => "endpoints",
+        // Followed too since issue 6; this fake api has none of them.
+        "/api/v1/namespaces/default/authorizationpolicies" => "authorizationpolicies",
+        "/api/v1/meshconfigs" => "meshconfigs",
         _ => {
             return json_response(
                 404,
@@ -127,7 +130,12 @@ fn answer(
         let st = state.lock().unwrap();
         let items: Vec<Value> =
             st.objects.get(plural).map(|m| m.values().cloned().collect()).unwrap_or_default();
-        let kind = if plural == "services" { "ServiceList" } else { "EndpointsList" };
+        let kind = match plural {
+            "services" => "ServiceList",
+            "endpoints" => "EndpointsList",
+            "meshconfigs" => "MeshConfigList",
+            _ => "AuthorizationPolicyList",
+        };
         return json_response(
             200,
             &json!({"apiVersion": "weft/v1", "kind": kind, "metadata": {"resourceVersion": st.revision.to_string()}, "items": items}),

@@ -138,6 +138,18 @@ pub fn describe(kind: &KindInfo, o: &Value) -> String {
                 line(&mut out, "Message", text(o, &["status", "message"]));
             }
         }
+        "AuthorizationPolicy" => {
+            line(
+                &mut out,
+                "Target",
+                format!("Service/{}", text(o, &["spec", "target", "service"])),
+            );
+            line(&mut out, "Action", text(o, &["spec", "action"]));
+        }
+        "MeshConfig" => {
+            line(&mut out, "mTLS", text(o, &["spec", "mtls"]));
+            line(&mut out, "Authorization default", text(o, &["spec", "authorization", "default"]));
+        }
         "Node" => {
             line(&mut out, "Address", text(o, &["status", "address"]));
             line(&mut out, "Ready", text(o, &["status", "ready"]));

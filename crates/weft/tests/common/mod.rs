@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod mesh;
 pub mod up;
 
 use std::collections::VecDeque;
