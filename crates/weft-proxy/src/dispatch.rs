@@ -252,8 +252,7 @@ pub(crate) fn route(
                 ));
             };
             if let Some(authz) = &r.authz {
-                let call = crate::policy::authz::Call::http(req.method, req.target);
-                if let Err(message) = authz.check(req.peer, &call) {
+                if let Err(message) = authz.check_http(req.peer, req.method, req.target) {
                     return Err(Refusal {
                         status: StatusCode::FORBIDDEN,
                         kind: ErrorKind::Forbidden,
