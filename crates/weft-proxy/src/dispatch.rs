@@ -251,16 +251,16 @@ pub(crate) fn route(
                     "no inbound route\n".into(),
                 ));
             };
-            if let Some(authz) = &r.authz {
-                if let Err(message) = authz.check_http(req.peer, req.method, req.target) {
-                    return Err(Refusal {
-                        status: StatusCode::FORBIDDEN,
-                        kind: ErrorKind::Forbidden,
-                        message,
-                        retry_after: None,
-                        cluster: Some(r.cluster.clone()),
-                    });
-                }
+            if let Some(authz) = &r.authz
+                && let Err(message) = authz.check_http(req.peer, req.method, req.target)
+            {
+                return Err(Refusal {
+                    status: StatusCode::FORBIDDEN,
+                    kind: ErrorKind::Forbidden,
+                    message,
+                    retry_after: None,
+                    cluster: Some(r.cluster.clone()),
+                });
             }
             let admitted = if r.admissions.is_empty() {
                 None
