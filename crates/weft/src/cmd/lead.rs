@@ -6,9 +6,11 @@
 #[cfg(feature = "etcd")]
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::sync::watch;
 use weft_client::Client;
-use weft_controllers::Controllers;
+
+use weft_controllers::{Controllers, Metrics};
 
 use super::server::StoreTarget;
 
@@ -17,14 +19,21 @@ use super::server::StoreTarget;
 const LEASE: Duration = Duration::from_secs(5);
 
 /// Runs the controllers through `client` whenever this server leads, until `stop` fires.
-pub async fn run(target: StoreTarget, client: Client, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    target: StoreTarget,
+    client: Client,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     match target {
         StoreTarget::Embedded => {
             eprintln!("controllers running (embedded store: this server is the only one)");
-            controllers(client).run(stopped(stop.clone())).await;
+            metrics.leader.set(1);
+            controllers(client, &metrics).run(stopped(stop.clone())).await;
+            metrics.leader.set(0);
         }
         #[cfg(not(feature = "etcd"))]
         StoreTarget::Etcd { .. } => {
@@ -62,8 +71,9 @@ pub async fn run(target: StoreTarget, client: Client, mut stop: watch::Receiver<
                 };
                 delay = Duration::from_millis(200);
                 eprintln!("controllers: leading as {id}; controllers running");
+                metrics.leader.set(1);
                 let (end_tx, end_rx) = watch::channel(false);
-                let run = controllers(client.clone()).run(stopped(end_rx));
+                let run = controllers(client.clone(), &metrics).run(stopped(end_rx));
                 tokio::pin!(run);
                 let stopping = tokio::select! {
                     () = &mut run => false,
@@ -72,6 +82,7 @@ pub async fn run(target: StoreTarget, client: Client, mut stop: watch::Receiver<
                 };
                 let _ = end_tx.send(true);
                 run.await;
+                metrics.leader.set(0);
                 if stopping {
                     leadership.resign().await;
                     return;
@@ -84,8 +95,8 @@ pub async fn run(target: StoreTarget, client: Client, mut stop: watch::Receiver<
     }
 }
 
-fn controllers(client: Client) -> Controllers {
-    Controllers::new(client, weft_controllers::Options::default())
+fn controllers(client: Client, metrics: &Arc<Metrics>) -> Controllers {
+    Controllers::with_metrics(client, weft_controllers::Options::default(), metrics.clone())
 }
 
 /// Waits `d` unless `stop` fires first (then `true`).
