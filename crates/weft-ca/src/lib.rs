@@ -410,6 +410,33 @@ mod tests {
     }
 
     #[test]
+    fn server_certificates_name_their_hosts() {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let now = SystemTime::now();
+        let ca = Ca::generate(DEFAULT_TRUST_DOMAIN, now).unwrap();
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string(), "::1".to_string()];
+        let (chain, key) = ca.issue_server(&names, Duration::from_secs(3600), now).unwrap();
+        let certs = pem_certs(&chain);
+        assert_eq!(certs.len(), 2, "leaf then root");
+        assert!(pem_key_der(&key).is_some());
+        let (_, leaf) = X509Certificate::from_der(&certs[0]).unwrap();
+        let san = leaf.subject_alternative_name().unwrap().unwrap();
+        let got: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::IPAddress(ip) => format!("{} bytes", ip.len()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, vec!["4 bytes", "localhost", "16 bytes"]);
+        assert!(!leaf.is_ca());
+        assert!(ca.issue_server(&["h\u{f6}st".into()], Duration::from_secs(60), now).is_err());
+    }
+
+    #[test]
     fn spiffe_ids_round_trip_and_reject_other_shapes() {
         let i = id("catalog");
         assert_eq!(i.to_string(), "spiffe://weft.local/ns/default/svc/catalog");

@@ -345,8 +345,9 @@ spec:
     assert_eq!(text.matches("# EOF").count(), 1, "{text}");
 
     // The sidecars' certificate requests and the autoscaler's scale are in the audit log.
+    // Three: the gateway (in process) and the two sidecars (processes given WEFT_CA_FILE).
     let lines = audit_lines(&up.dir.join("audit.log"), "certificate lines", |l| {
-        l.iter().filter(|r| r["verb"] == "certificate-issue" && r["code"] == 201).count() >= 2
+        l.iter().filter(|r| r["verb"] == "certificate-issue" && r["code"] == 201).count() >= 3
     });
     let cert = lines.iter().find(|r| r["verb"] == "certificate-issue").unwrap();
     assert_eq!(cert["role"], "proxy");
