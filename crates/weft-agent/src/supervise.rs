@@ -680,6 +680,10 @@ impl Supervisor {
             argv.extend(args);
             let mut env = self.sh.inherited_env.clone();
             env.push(("WEFT_TOKEN".into(), self.sh.proxy_token.clone()));
+            // An api server on https: the sidecar trusts what the agent trusts.
+            if let Some(ca) = weft_client::tls::default_ca_file() {
+                env.push((weft_client::tls::CA_FILE_ENV.into(), ca.display().to_string()));
+            }
             let mut log = logs::open_append(&log_path).map_err(|e| {
                 Ok(format!("cannot open the sidecar log {}: {e}", log_path.display()))
             })?;

@@ -11,6 +11,8 @@ pub struct WeftServer {
     pub url: String,
     pub addr: String,
     pub token: String,
+    /// `<data-dir>/api-ca.crt`: what to trust when the server runs with TLS.
+    pub ca_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -40,8 +42,9 @@ impl WeftServer {
             std::thread::sleep(Duration::from_millis(20));
         };
         let token = std::fs::read_to_string(dir.path().join("admin.token"))?.trim().to_string();
-        let addr = url.trim_start_matches("http://").to_string();
-        Ok(WeftServer { child, url, addr, token, _dir: dir })
+        let addr = url.trim_start_matches("http://").trim_start_matches("https://").to_string();
+        let ca_file = dir.path().join("api-ca.crt");
+        Ok(WeftServer { child, url, addr, token, ca_file, _dir: dir })
     }
 
     pub fn pid(&self) -> u32 {

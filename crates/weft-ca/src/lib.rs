@@ -246,6 +246,47 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A TLS server certificate for `names` (IP addresses or DNS names), signed by this root
+    /// for `ttl` from `now`, with a fresh key: the api server's own, for `--tls auto`.
+    /// Returns the chain (leaf then root) and the key, PEM.
+    pub fn issue_server(
+        &self,
+        names: &[String],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<(String, String), CaError> {
+        let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, "weft api server");
+        p.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => rcgen::Ia5String::try_from(n.clone())
+                    .map(SanType::DnsName)
+                    .map_err(|e| CaError::Identity(format!("{n:?} is not a host name: {e}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.not_before = odt(now - Duration::from_secs(60));
+        p.not_after = odt(now + ttl);
+        p.serial_number = Some(SerialNumber::from_slice(&random_serial(now, &names.join(","))));
+        let cert =
+            p.signed_by(&key, &self.issuer, &self.key).map_err(|e| CaError::Sign(e.to_string()))?;
+        let mut chain_pem = cert.pem();
+        if !chain_pem.ends_with('\n') {
+            chain_pem.push('\n');
+        }
+        chain_pem.push_str(&self.cert_pem);
+        Ok((chain_pem, key.serialize_pem()))
+    }
+}
+
 fn uri_san(uri: &str) -> Result<SanType, CaError> {
     let s = rcgen::Ia5String::try_from(uri.to_string())
         .map_err(|e| CaError::Identity(format!("{uri:?} is not a valid URI SAN: {e}")))?;
@@ -366,6 +407,33 @@ mod tests {
 
     fn id(svc: &str) -> SpiffeId {
         SpiffeId::new(DEFAULT_TRUST_DOMAIN, "default", svc)
+    }
+
+    #[test]
+    fn server_certificates_name_their_hosts() {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let now = SystemTime::now();
+        let ca = Ca::generate(DEFAULT_TRUST_DOMAIN, now).unwrap();
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string(), "::1".to_string()];
+        let (chain, key) = ca.issue_server(&names, Duration::from_secs(3600), now).unwrap();
+        let certs = pem_certs(&chain);
+        assert_eq!(certs.len(), 2, "leaf then root");
+        assert!(pem_key_der(&key).is_some());
+        let (_, leaf) = X509Certificate::from_der(&certs[0]).unwrap();
+        let san = leaf.subject_alternative_name().unwrap().unwrap();
+        let got: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::IPAddress(ip) => format!("{} bytes", ip.len()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, vec!["4 bytes", "localhost", "16 bytes"]);
+        assert!(!leaf.is_ca());
+        assert!(ca.issue_server(&["h\u{f6}st".into()], Duration::from_secs(60), now).is_err());
     }
 
     #[test]

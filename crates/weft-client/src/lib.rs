@@ -6,6 +6,7 @@
 //! breaks, re-lists on 410 Gone, and falls back to long-polling when streaming does not work
 //! (a proxy that buffers, say). Errors are [`ClientError`]s that say what to do.
 
+pub mod tls;
 pub mod watcher;
 
 use std::pin::Pin;
@@ -45,6 +46,12 @@ pub enum ClientError {
     Timeout(Duration),
     #[error("invalid server address {0:?}: use a URL such as http://127.0.0.1:7070")]
     InvalidUrl(String),
+    /// A TLS connection could not be made (untrusted certificate, scheme mismatch, ...).
+    #[error("TLS with the weft server at {url} failed: {reason}")]
+    Tls { url: String, reason: String },
+    /// The CA file to trust cannot be used.
+    #[error("{0}")]
+    CaFile(String),
 }
 
 impl ClientError {
@@ -106,7 +113,8 @@ pub struct Client {
     bases: Arc<[String]>,
     current: Arc<AtomicUsize>,
     token: Option<String>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<tls::Connector, Full<Bytes>>,
+    ca_file: Option<std::path::PathBuf>,
     timeout: Duration,
 }
 
@@ -119,27 +127,37 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:7070`), or for replicas given
-    /// as a comma-separated list.
+    /// as a comma-separated list. `https://` servers are checked against the process' CA file
+    /// ([`tls::default_ca_file`]: set by the binary, else `WEFT_CA_FILE`).
     pub fn new(base: &str, token: Option<String>) -> Result<Client> {
+        Client::with_ca(base, token, tls::default_ca_file())
+    }
+
+    /// [`Client::new`] trusting the certificates in `ca_file` (PEM) for `https://` servers.
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca_file: Option<std::path::PathBuf>,
+    ) -> Result<Client> {
         let mut bases = Vec::new();
         for one in base.split(',').map(str::trim) {
             let one = one.trim_end_matches('/').to_string();
             let uri: Uri = one.parse().map_err(|_| ClientError::InvalidUrl(one.clone()))?;
             match uri.scheme_str() {
-                Some("http") if uri.host().is_some() => {}
-                Some("https") => {
-                    return Err(ClientError::InvalidUrl(format!(
-                        "{one} (https is not supported yet)"
-                    )));
-                }
+                Some("http" | "https") if uri.host().is_some() => {}
                 _ => return Err(ClientError::InvalidUrl(one)),
             }
             bases.push(one);
         }
+        let https = bases.iter().any(|b| b.starts_with("https://"));
+        // The CA file matters only for https; an http client does not fail over a stale one.
+        let config = tls::client_config(ca_file.as_deref().filter(|_| https))
+            .map_err(ClientError::CaFile)?;
         let spec = bases.join(",");
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
+        let connector = tls::Connector::new(connector, config, ca_file.clone());
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -149,6 +167,7 @@ impl Client {
             current: Arc::new(AtomicUsize::new(0)),
             token,
             http,
+            ca_file,
             timeout: Duration::from_secs(30),
         })
     }
@@ -156,6 +175,12 @@ impl Client {
     /// The server(s), as given (comma-separated when several).
     pub fn base_url(&self) -> &str {
         &self.spec
+    }
+
+    /// The CA file this client trusts for `https://` servers, if any (to hand on to the
+    /// processes it starts).
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
     }
 
     fn base(&self, i: usize) -> &str {
@@ -198,7 +223,8 @@ impl Client {
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
         if self.bases.len() == 1 {
             // One server: nothing to fall back to, so no copy of the request for a second try.
-            return self.http.request(req).await.map_err(|e| unreachable(self.base(0), &e));
+            let resp = self.http.request(req).await.map_err(|e| unreachable(self.base(0), &e))?;
+            return tls_required(self.base(0), resp);
         }
         let (parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
@@ -225,7 +251,7 @@ impl Client {
                             Ordering::Relaxed,
                         );
                     }
-                    return Ok(resp);
+                    return tls_required(base, resp);
                 }
                 Err(e) => {
                     last = Some(unreachable(base, &e));
@@ -620,16 +646,43 @@ fn lines(body: hyper::body::Incoming) -> impl Stream<Item = Result<WatchEvent>> 
     )
 }
 
-/// A failed send to `url`, with the innermost cause (e.g. "Connection refused").
+/// A failed send to `url`, with the innermost cause (e.g. "Connection refused"), or the TLS
+/// failure said plainly.
 fn unreachable(url: &str, e: &hyper_util::client::legacy::Error) -> ClientError {
     use std::error::Error as _;
     let mut reason = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<tls::TlsFailure>() {
+            return ClientError::Tls { url: url.to_string(), reason: t.0.clone() };
+        }
         reason = s.to_string();
         source = s.source();
     }
+    if url.starts_with("http://")
+        && (reason.contains("connection closed before message completed")
+            || reason.contains("Connection reset"))
+    {
+        reason.push_str(" (if the server serves TLS, use https://)");
+    }
     ClientError::Unreachable { url: url.to_string(), reason }
+}
+
+/// A TLS-only weft server answers a plaintext request with a 400 marked so: say it plainly.
+fn tls_required(
+    url: &str,
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<hyper::Response<hyper::body::Incoming>> {
+    if resp.headers().contains_key("weft-tls-required") {
+        let https = url.replacen("http://", "https://", 1);
+        return Err(ClientError::Tls {
+            url: url.to_string(),
+            reason: format!(
+                "the server speaks TLS only: use {https} (and trust its CA bundle, <data-dir>/api-ca.crt on its machine, with --ca-file or WEFT_CA_FILE)"
+            ),
+        });
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]
@@ -655,5 +708,12 @@ mod tests {
     fn bad_urls() {
         assert!(matches!(Client::new("localhost:7070", None), Err(ClientError::InvalidUrl(_))));
         assert!(Client::new("http://127.0.0.1:7070/", None).is_ok());
+        assert!(Client::with_ca("https://127.0.0.1:7070,http://b:1", None, None).is_ok());
+        assert!(matches!(Client::new("ftp://h:1", None), Err(ClientError::InvalidUrl(_))));
+        let missing = std::path::PathBuf::from("/nonexistent/ca.crt");
+        let e = Client::with_ca("https://127.0.0.1:7070", None, Some(missing.clone())).unwrap_err();
+        assert!(matches!(&e, ClientError::CaFile(m) if m.contains("/nonexistent/ca.crt")), "{e}");
+        // Only https needs it.
+        assert!(Client::with_ca("http://127.0.0.1:7070", None, Some(missing)).is_ok());
     }
 }

@@ -13,6 +13,14 @@
 //!   `weft_nodepool_desired_nodes{pool}`: where it is heading.
 //! - `weft_nodepool_scale_total{pool,direction}`: scale-ups (`up`, counted per node added)
 //!   and scale-downs (`down`, per node drained and removed).
+//! - `weft_autoscaler_decisions_total{namespace,autoscaler,direction,reason}`: replica changes
+//!   the autoscaler made; `direction` is `up` or `down`, `reason` one of a fixed set (see
+//!   [`reason_label`]), so the label stays bounded.
+//! - `weft_autoscaler_desired_replicas{namespace,autoscaler}` and
+//!   `weft_autoscaler_current_replicas{namespace,autoscaler}`: the latest decision's target and
+//!   the deployment's replicas when it was taken.
+//! - `weft_controllers_leader`: 1 while this process runs the controllers, 0 while it waits
+//!   for the leadership (only set where leader election runs, or the controllers run at all).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +28,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use weft_autoscale::{Decision, Reason};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -50,6 +59,20 @@ pub struct PoolScaleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AutoscalerLabels {
+    pub namespace: String,
+    pub autoscaler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub namespace: String,
+    pub autoscaler: String,
+    pub direction: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     pub result: &'static str,
 }
@@ -72,6 +95,10 @@ pub struct Metrics {
     pub pool_nodes: Family<PoolLabels, Gauge>,
     pub pool_desired: Family<PoolLabels, Gauge>,
     pub pool_scale: Family<PoolScaleLabels, Counter>,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub desired_replicas: Family<AutoscalerLabels, Gauge>,
+    pub current_replicas: Family<AutoscalerLabels, Gauge>,
+    pub leader: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,6 +126,10 @@ impl Metrics {
             pool_nodes: Family::default(),
             pool_desired: Family::default(),
             pool_scale: Family::default(),
+            decisions: Family::default(),
+            desired_replicas: Family::default(),
+            current_replicas: Family::default(),
+            leader: Gauge::default(),
         };
         let mut registry = Registry::with_prefix("weft");
         m.register(&mut registry);
@@ -131,6 +162,27 @@ impl Metrics {
         );
         p.register("desired_nodes", "Nodes a pool is heading for", self.pool_desired.clone());
         p.register("scale", "Nodes added (up) and removed (down) by pool", self.pool_scale.clone());
+        let a = registry.sub_registry_with_prefix("autoscaler");
+        a.register(
+            "decisions",
+            "Replica changes made by autoscalers, by direction and reason",
+            self.decisions.clone(),
+        );
+        a.register(
+            "desired_replicas",
+            "Replicas the autoscaler's latest decision asks for",
+            self.desired_replicas.clone(),
+        );
+        a.register(
+            "current_replicas",
+            "The target deployment's replicas at the latest decision",
+            self.current_replicas.clone(),
+        );
+        registry.register(
+            "controllers_leader",
+            "1 while this process runs the controllers (leads), else 0",
+            self.leader.clone(),
+        );
     }
 
     /// The registry holding every metric (prefixed `weft_`).
@@ -160,8 +212,53 @@ impl Metrics {
         self.writes.get_or_create(&WriteLabels { controller, action }).inc();
     }
 
+    /// Records an autoscaler's decision: the gauges always, the counter when it changes the
+    /// replica count.
+    pub fn decided(&self, namespace: &str, autoscaler: &str, decision: &Decision) {
+        let key = AutoscalerLabels { namespace: namespace.into(), autoscaler: autoscaler.into() };
+        self.desired_replicas.get_or_create(&key).set(i64::from(decision.replicas));
+        self.current_replicas.get_or_create(&key).set(i64::from(decision.from));
+        if decision.changed() {
+            let direction = if decision.replicas > decision.from { "up" } else { "down" };
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    namespace: key.namespace,
+                    autoscaler: key.autoscaler,
+                    direction,
+                    reason: reason_label(&decision.reason),
+                })
+                .inc();
+        }
+    }
+
+    /// Forgets a deleted autoscaler's gauges.
+    pub fn forget_autoscaler(&self, namespace: &str, autoscaler: &str) {
+        let key = AutoscalerLabels { namespace: namespace.into(), autoscaler: autoscaler.into() };
+        self.desired_replicas.remove(&key);
+        self.current_replicas.remove(&key);
+    }
+
     pub fn attempt(&self, result: &'static str) {
         self.scheduling_attempts.get_or_create(&AttemptLabels { result }).inc();
+    }
+}
+
+/// A decision's reason as a fixed label value (the reason's own text carries figures).
+pub fn reason_label(reason: &Reason) -> &'static str {
+    match reason {
+        Reason::Poked => "activation",
+        Reason::Idle => "idle",
+        Reason::BelowMin(_) => "below-min",
+        Reason::AboveMax(_) => "above-max",
+        Reason::NoMetrics => "no-metrics",
+        Reason::MissingMetrics { .. } => "missing-metrics",
+        Reason::Steady { .. } => "steady",
+        Reason::Metrics { limit: None, .. } => "metrics",
+        Reason::Metrics { limit: Some(_), .. } => "metrics-limited",
+        Reason::Burst { .. } => "burst",
+        Reason::BurstHold { .. } => "burst-hold",
+        Reason::Warming { .. } => "warming",
+        Reason::ScaleToZero { .. } => "scale-to-zero",
     }
 }
 
@@ -184,6 +281,28 @@ mod tests {
         );
         assert!(text.contains("weft_scheduler_attempts_total{result=\"scheduled\"} 1"), "{text}");
         assert!(text.contains("weft_controller_queue_depth{controller=\"endpoints\"} 3"), "{text}");
+        m.leader.set(1);
+        let d = Decision {
+            from: 1,
+            replicas: 2,
+            mode: weft_autoscale::Mode::Stable,
+            reason: Reason::BelowMin(2),
+        };
+        m.decided("default", "web", &d);
+        let text = m.encode();
+        assert!(text.contains("weft_controllers_leader 1"), "{text}");
+        assert!(
+            text.contains("weft_autoscaler_decisions_total{namespace=\"default\",autoscaler=\"web\",direction=\"up\",reason=\"below-min\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "weft_autoscaler_desired_replicas{namespace=\"default\",autoscaler=\"web\"} 2"
+            ),
+            "{text}"
+        );
+        m.forget_autoscaler("default", "web");
+        assert!(!m.encode().contains("weft_autoscaler_desired_replicas{"));
         let mut other = Registry::default();
         m.register(&mut other);
         m.attempt("scheduled");

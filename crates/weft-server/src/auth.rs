@@ -330,7 +330,7 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn parse_id(token: &str) -> Option<&str> {
+pub(crate) fn parse_id(token: &str) -> Option<&str> {
     let rest = token.strip_prefix("weft_")?;
     let (id, secret) = rest.split_once('_')?;
     (id.len() == 12 && !secret.is_empty()).then_some(id)
@@ -377,7 +377,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 }
             }
         };
-        Ok(state.auth.authenticate_fresh(token).await?)
+        let caller = state.auth.authenticate_fresh(token).await?;
+        if let Some(slot) = parts.extensions.get::<crate::audit::CallerSlot>() {
+            let _ = slot.0.set(caller.clone());
+        }
+        Ok(caller)
     }
 }
 

@@ -58,6 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::dashboard::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), crate::audit::layer))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }
@@ -104,7 +105,7 @@ async fn metrics(State(app): State<Arc<AppState>>, caller: Caller) -> Result<Res
     caller.require(Action::Discover)?;
     app.metrics.store_revision.set(app.cache.revision() as i64);
     app.metrics.watch_cache_events.set(app.cache.len() as i64);
-    let mut resp = app.metrics.encode().into_response();
+    let mut resp = app.extra_metrics.append_to(app.metrics.encode()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -7,6 +7,7 @@
 //! controllers), [`watch`] and [`cache`] the notify paths, [`auth`] tokens and roles.
 
 pub mod activate;
+pub mod audit;
 pub mod auth;
 pub mod ca;
 pub mod ca_root;
@@ -22,6 +23,7 @@ pub mod openapi;
 pub mod serve;
 pub mod state;
 pub mod stored;
+pub mod tls;
 pub mod watch;
 
 use std::future::Future;
@@ -38,6 +40,7 @@ pub use state::{AppState, Limits};
 /// A running api server's shared parts, ready to serve.
 pub struct Server {
     state: Arc<AppState>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     compactor: JoinHandle<()>,
 }
@@ -58,8 +61,10 @@ impl Server {
             locks: state::KeyLocks::default(),
             shutdown: shutdown_rx,
             ca: std::sync::OnceLock::new(),
+            extra_metrics: Default::default(),
+            audit: std::sync::OnceLock::new(),
         });
-        Ok(Server { state, shutdown, compactor })
+        Ok(Server { state, tls: None, shutdown, compactor })
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -86,6 +91,30 @@ impl Server {
         Ok(created)
     }
 
+    /// Serves TLS only, with `identity`'s certificate ([`tls`]).
+    pub fn enable_tls(&mut self, identity: &tls::Identity) -> Result<(), tls::TlsError> {
+        self.tls = Some(tls::server_config(identity)?);
+        Ok(())
+    }
+
+    /// The workload CA, once enabled (for issuing the api server's own certificate).
+    pub fn ca(&self) -> Option<&weft_ca::Ca> {
+        self.state.ca.get().map(|c| &c.ca)
+    }
+
+    /// Serves another registry's metrics on `/metrics` too: `encode` is called on every scrape
+    /// and returns Prometheus/OpenMetrics text.
+    pub fn add_metrics(&self, encode: impl Fn() -> String + Send + Sync + 'static) {
+        self.state.extra_metrics.add(encode);
+    }
+
+    /// Starts the audit log of writes ([`audit`]); every write from now on is recorded.
+    pub fn enable_audit(&self, options: audit::AuditOptions) -> std::io::Result<()> {
+        let log = audit::AuditLog::start(options, &self.state.metrics)?;
+        let _ = self.state.audit.set(log);
+        Ok(())
+    }
+
     /// Makes sure `<data_dir>/admin.token` holds a working admin token; returns it.
     pub async fn ensure_admin_token(&self, data_dir: &Path) -> Result<String, error::Error> {
         self.state.auth.ensure_admin_token(data_dir).await
@@ -108,7 +137,7 @@ impl Server {
             let _ = shutdown.send(true);
             cache.close();
         };
-        serve::serve(listener, router, signal, grace).await;
+        serve::serve(listener, router, signal, grace, self.tls.clone()).await;
         self.compactor.abort();
         Ok(())
     }

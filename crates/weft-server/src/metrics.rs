@@ -50,6 +50,9 @@ pub struct Metrics {
     pub store_revision: Gauge,
     pub watch_cache_events: Gauge,
     pub writes: Family<KindLabels, Counter>,
+    /// Audit records lost because the writer fell behind (the api never waits for it).
+    pub audit_dropped: Counter,
+    pub audit_records: Counter,
 }
 
 impl Default for Metrics {
@@ -101,8 +104,18 @@ impl Metrics {
         );
         let writes = Family::<KindLabels, Counter>::default();
         registry.register("object_writes", "Objects written, by kind and action", writes.clone());
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Audit records dropped because the audit writer fell behind",
+            audit_dropped.clone(),
+        );
+        let audit_records = Counter::default();
+        registry.register("audit_records", "Audit records written", audit_records.clone());
         Metrics {
             registry,
+            audit_dropped,
+            audit_records,
             requests,
             request_duration,
             watchers,
@@ -129,6 +142,43 @@ impl Metrics {
     }
 }
 
+type Encode = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
+/// More metric registries to serve beside the api's own.
+#[derive(Default)]
+pub struct Sources(std::sync::RwLock<Vec<Encode>>);
+
+impl Sources {
+    pub fn add(&self, encode: impl Fn() -> String + Send + Sync + 'static) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).push(std::sync::Arc::new(encode));
+    }
+
+    /// `first` followed by every source, as one exposition: each part's `# EOF` terminator is
+    /// dropped and one is put at the end.
+    pub fn append_to(&self, first: String) -> String {
+        let sources: Vec<Encode> = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if sources.is_empty() {
+            return first;
+        }
+        let mut out = strip_eof(first);
+        for encode in sources {
+            out.push_str(&strip_eof(encode()));
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}
+
+fn strip_eof(mut text: String) -> String {
+    if text.ends_with("# EOF\n") {
+        text.truncate(text.len() - "# EOF\n".len());
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
 /// Decrements a gauge when a watch or poll ends, however it ends.
 pub struct GaugeGuard(Gauge);
 
@@ -142,5 +192,22 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_make_one_exposition() {
+        let m = Metrics::new();
+        let sources = Sources::default();
+        assert_eq!(sources.append_to("a 1\n# EOF\n".into()), "a 1\n# EOF\n");
+        sources.add(|| "weft_controllers_leader 1\n# EOF\n".to_string());
+        let text = sources.append_to(m.encode());
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("weft_controllers_leader 1\n# EOF\n"), "{text}");
+        assert!(text.contains("weft_api_audit_dropped_total 0"), "{text}");
     }
 }

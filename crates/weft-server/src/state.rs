@@ -84,4 +84,9 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The workload certificate authority, once enabled ([`crate::Server::enable_ca`]).
     pub ca: std::sync::OnceLock<crate::ca::CaService>,
+    /// Other registries served on `/metrics` beside the api's own (the controllers', when
+    /// they run in this process).
+    pub extra_metrics: crate::metrics::Sources,
+    /// The audit log of writes, when enabled ([`crate::Server::enable_audit`]).
+    pub audit: std::sync::OnceLock<crate::audit::AuditLog>,
 }

@@ -22,6 +22,10 @@ pub struct Connection {
     /// Where a local server keeps its state, address and admin token
     #[arg(long, env = "WEFT_DATA_DIR", global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Certificates to trust for an https api server (PEM) [default: <data-dir>/api-ca.crt,
+    /// which a server with TLS writes]
+    #[arg(long, env = "WEFT_CA_FILE", global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Connection {
@@ -41,6 +45,15 @@ impl Connection {
         self.token
             .clone()
             .or_else(|| read_trimmed(&self.data_dir().join(weft_server::auth::ADMIN_TOKEN_FILE)))
+    }
+
+    /// The CA file for https servers: the flag or environment, else the one a local server
+    /// wrote in the data dir (if there is one).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca_file.clone().or_else(|| {
+            let p = self.data_dir().join(weft_server::tls::API_CA_FILE);
+            p.is_file().then_some(p)
+        })
     }
 
     pub fn client(&self) -> anyhow::Result<Client> {

@@ -39,8 +39,8 @@ pub fn classify(err: &anyhow::Error) -> (u8, String) {
         }
         if let Some(e) = cause.downcast_ref::<ClientError>() {
             let code = match e {
-                ClientError::Unreachable { .. } => UNREACHABLE,
-                ClientError::InvalidUrl(_) => USAGE,
+                ClientError::Unreachable { .. } | ClientError::Tls { .. } => UNREACHABLE,
+                ClientError::InvalidUrl(_) | ClientError::CaFile(_) => USAGE,
                 ClientError::Api(api)
                     if matches!(api.code, ErrorCode::Invalid | ErrorCode::BadRequest) =>
                 {

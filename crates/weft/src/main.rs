@@ -100,6 +100,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let conn = &cli.conn;
+        // Every api client this process makes (and the sidecars an agent starts) trusts it.
+        weft_client::tls::set_default_ca_file(conn.ca_file());
         match cli.command {
             Command::Up(args) => cmd::up::run(conn, args).await,
             Command::Server(args) => cmd::server::run(conn, args).await,

@@ -43,6 +43,10 @@ struct Args {
     /// (etcd://HOST:PORT[/PREFIX]) [default: a single-member etcd started here]
     #[arg(long)]
     store: Option<String>,
+    /// More `weft server` flags, e.g. --server-arg=--audit-log=off or --server-arg=--tls=auto
+    /// (the raw-HTTP parts need a plaintext server; `client-reads` works on both)
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
 }
 
 fn service(name: &str, note: &str) -> Vec<u8> {
@@ -83,7 +87,8 @@ async fn main() -> anyhow::Result<()> {
             }
             other => bail!("--backends: unknown backend {other:?} (embedded, etcd)"),
         };
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        extra.extend(args.server_arg.iter().map(String::as_str));
         let server = WeftServer::start(&weft, &extra).context("starting weft server")?;
         println!(
             "\n== {backend}: weft server pid {} at {} ({}){}",
@@ -101,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if args.only.iter().any(|o| o == "reads") {
             reads(&server, args.read_clients, Duration::from_secs(args.read_secs)).await?;
+        }
+        if args.only.iter().any(|o| o == "client-reads") {
+            client_reads(&server, args.read_clients, Duration::from_secs(args.read_secs)).await?;
         }
         if args.only.iter().any(|o| o == "fanout") {
             fanout(&server, args.watchers, args.rounds).await?;
@@ -207,6 +215,58 @@ async fn reads(server: &WeftServer, clients: usize, dur: Duration) -> anyhow::Re
         elapsed.as_secs_f64(),
         ms(percentile(&lat, 50.0)),
         ms(percentile(&lat, 99.0)),
+        cpu * 1e6 / n.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Point reads through weft's own client (`weft-client`, http or https as the server serves),
+/// `clients` tasks sharing one pooled client: the way the CLI, agents and controllers read.
+async fn client_reads(server: &WeftServer, clients: usize, dur: Duration) -> anyhow::Result<()> {
+    let ca = server.ca_file.is_file().then(|| server.ca_file.clone());
+    let client = weft_client::Client::with_ca(&server.url, Some(server.token.clone()), ca)?;
+    let body = bytes::Bytes::from(service("r0", "0"));
+    client
+        .call(
+            http::Method::PUT,
+            "/api/v1/namespaces/default/services/r0",
+            Some((body, "application/json")),
+        )
+        .await
+        .context("creating the read target")?;
+    let cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                client
+                    .call(http::Method::GET, "/api/v1/namespaces/default/services/r0", None)
+                    .await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu_seconds(server.pid()).unwrap_or(0.0) - cpu0;
+    all.sort();
+    let n = all.len();
+    println!(
+        "client reads ({}): {clients} clients, {:.1}s: {n} reads, {:.0} reads/s, p50 {:.3} ms, p99 {:.3} ms, server cpu {:.1} µs/read",
+        if server.url.starts_with("https://") { "https" } else { "http" },
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&all, 50.0)),
+        ms(percentile(&all, 99.0)),
         cpu * 1e6 / n.max(1) as f64
     );
     Ok(())

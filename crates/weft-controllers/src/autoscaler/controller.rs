@@ -84,7 +84,13 @@ pub(crate) async fn run(ctx: Arc<Context>) {
             () = tokio::time::sleep(fallback) => {}
         }
         let list = ctx.autoscalers.list();
-        scalers.retain(|k, _| list.iter().any(|a| ObjectKey::of(&**a) == *k));
+        scalers.retain(|k, _| {
+            let kept = list.iter().any(|a| ObjectKey::of(&**a) == *k);
+            if !kept {
+                ctx.metrics.forget_autoscaler(&k.namespace, &k.name);
+            }
+            kept
+        });
         for a in list {
             let key = ObjectKey::of(&*a);
             let start = std::time::Instant::now();
@@ -213,6 +219,7 @@ async fn reconcile(
 
     // Decide, then act.
     let decision = decide(&mut scaler.state, &obs, &policy, now);
+    ctx.metrics.decided(&ns, &a.metadata.name, &decision);
     let mut able = condition(
         ABLE_TO_SCALE,
         true,

@@ -246,7 +246,13 @@ impl std::fmt::Debug for Controllers {
 impl Controllers {
     /// Controllers acting through `client` (which needs an admin token).
     pub fn new(client: Client, options: Options) -> Controllers {
-        Controllers { ctx: Arc::new(Context::new(client, options, Arc::new(Metrics::new()))) }
+        Controllers::with_metrics(client, options, Arc::new(Metrics::new()))
+    }
+
+    /// Like [`Controllers::new`], recording into `metrics`: one set of metrics that outlives
+    /// the controllers, e.g. across leadership terms, served by the api server's `/metrics`.
+    pub fn with_metrics(client: Client, options: Options, metrics: Arc<Metrics>) -> Controllers {
+        Controllers { ctx: Arc::new(Context::new(client, options, metrics)) }
     }
 
     /// Lets node pools whose `spec.provider` is `provider.name()` grow and shrink through it.

@@ -7,10 +7,12 @@
 use std::time::Duration;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use weft_client::Client;
-use weft_controllers::Controllers;
+
+use weft_controllers::{Controllers, Metrics};
 
 use super::server::StoreTarget;
 
@@ -23,6 +25,7 @@ pub async fn run(
     target: StoreTarget,
     client: Client,
     data_dir: PathBuf,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -31,7 +34,9 @@ pub async fn run(
     match target {
         StoreTarget::Embedded => {
             eprintln!("controllers running (embedded store: this server is the only one)");
-            run_controllers(&client, &data_dir, stopped(stop.clone())).await;
+            metrics.leader.set(1);
+            run_controllers(&client, &data_dir, &metrics, stopped(stop.clone())).await;
+            metrics.leader.set(0);
         }
         #[cfg(not(feature = "etcd"))]
         StoreTarget::Etcd { .. } => {
@@ -69,8 +74,9 @@ pub async fn run(
                 };
                 delay = Duration::from_millis(200);
                 eprintln!("controllers: leading as {id}; controllers running");
+                metrics.leader.set(1);
                 let (end_tx, end_rx) = watch::channel(false);
-                let run = run_controllers(&client, &data_dir, stopped(end_rx));
+                let run = run_controllers(&client, &data_dir, &metrics, stopped(end_rx));
                 tokio::pin!(run);
                 let stopping = tokio::select! {
                     () = &mut run => false,
@@ -79,6 +85,7 @@ pub async fn run(
                 };
                 let _ = end_tx.send(true);
                 run.await;
+                metrics.leader.set(0);
                 if stopping {
                     leadership.resign().await;
                     return;
@@ -91,13 +98,16 @@ pub async fn run(
     }
 }
 
-/// The controllers, with the local node provider: its agents stop when leadership ends.
+/// The controllers (sharing `metrics` with the api's `/metrics`), with the local node
+/// provider: its agents stop when leadership ends.
 async fn run_controllers(
     client: &Client,
     data_dir: &std::path::Path,
+    metrics: &Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let controllers = Controllers::new(client.clone(), weft_controllers::Options::default());
+    let options = weft_controllers::Options::default();
+    let controllers = Controllers::with_metrics(client.clone(), options, metrics.clone());
     crate::local_pool::run_controllers(controllers, data_dir, client, shutdown).await;
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod agent;
+pub mod apisec;
 pub mod apply;
 pub mod dashboard;
 pub mod delete;

@@ -51,6 +51,8 @@ pub struct ServerArgs {
     /// SPIFFE trust domain of workload identities (spiffe://<domain>/ns/<ns>/svc/<service>)
     #[arg(long, default_value = "weft.local", value_name = "DOMAIN")]
     pub trust_domain: String,
+    #[command(flatten)]
+    pub apisec: super::apisec::ApiSecArgs,
 }
 
 /// Where a server keeps its state, from `--store`.
@@ -264,18 +266,21 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     let addr = parse_listen(&args.listen)?;
     let limits = limits(&args)?;
     let target = parse_store(args.store.as_deref())?;
+    let (tls, audit) = super::apisec::plan(&args.apisec)?;
     let data_dir: PathBuf = conn.data_dir();
     // Many watchers each hold a socket; the default soft limit of 1024 would cap them.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     create_private_dir(&data_dir)?;
     let store = open(&target, &data_dir).await?;
-    let server = Server::start(store, limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
+    let mut server =
+        Server::start(store, limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let admin_token =
         server.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     enable_ca(&server, &data_dir, &args.trust_domain, &args.cert_ttl).await?;
     let listener = bind(addr, "api", "--listen").await?;
     let local = listener.local_addr().context("reading the bound address")?;
-    let url = local_url(local);
+    let scheme = super::apisec::enable(&mut server, tls, audit, &data_dir, local)?;
+    let url = super::apisec::with_scheme(local_url(local), scheme);
     weft_server::auth::write_private(&data_dir.join(SERVER_FILE), &format!("{url}\n"))
         .with_context(|| format!("writing {}", data_dir.join(SERVER_FILE).display()))?;
     let store = match &target {
@@ -299,7 +304,11 @@ pub async fn run(conn: &Connection, args: ServerArgs) -> anyhow::Result<()> {
     let leader = if args.controllers {
         let client =
             weft_client::Client::new(&url, Some(admin_token)).context("the api address")?;
-        Some(tokio::spawn(super::lead::run(target.clone(), client, data_dir.clone(), stop_rx)))
+        let metrics = std::sync::Arc::new(weft_controllers::Metrics::new());
+        let served = metrics.clone();
+        server.add_metrics(move || served.encode());
+        let lead = super::lead::run(target.clone(), client, data_dir.clone(), metrics, stop_rx);
+        Some(tokio::spawn(lead))
     } else {
         None
     };

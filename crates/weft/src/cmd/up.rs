@@ -80,6 +80,8 @@ pub struct UpArgs {
     /// Lifetime of the sidecars' workload certificates (mTLS; renewed at 70% of it)
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     pub cert_ttl: String,
+    #[command(flatten)]
+    pub apisec: crate::cmd::apisec::ApiSecArgs,
 }
 
 /// A shutdown signal for one part, sent once.
@@ -127,6 +129,7 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
     let probe = gateway_args(gateway_addr, "http://127.0.0.1:7070", "-", &args)
         .map_err(|e| exit::usage(e.to_string()))?;
     weft_proxy::Config::from_args(&probe).map_err(|e| exit::usage(e.to_string()))?;
+    let (tls, audit) = crate::cmd::apisec::plan(&args.apisec)?;
     // Manifests are checked before anything starts, so a typo costs nothing.
     let manifests = load_manifests(&args.files, args.recursive)?;
 
@@ -146,18 +149,26 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
         controllers: false,
         cert_ttl: args.cert_ttl.clone(),
         trust_domain: "weft.local".into(),
+        apisec: Default::default(),
     })?;
-    let api =
+    let mut api =
         Server::start(Arc::new(store), limits).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     let admin_token =
         api.ensure_admin_token(&data_dir).await.map_err(|e| anyhow::anyhow!(e.0.message))?;
     server::enable_ca(&api, &data_dir, "weft.local", &args.cert_ttl).await?;
-    let url = server::local_url(api_listener.local_addr().context("reading the api address")?);
+    let api_local = api_listener.local_addr().context("reading the api address")?;
+    let scheme = crate::cmd::apisec::enable(&mut api, tls, audit, &data_dir, api_local)?;
+    let url = crate::cmd::apisec::with_scheme(server::local_url(api_local), scheme);
     weft_server::auth::write_private(&data_dir.join(SERVER_FILE), &format!("{url}\n"))
         .with_context(|| format!("writing {}", data_dir.join(SERVER_FILE).display()))?;
     step(started, &format!("api server on {url} (data in {})", data_dir.display()));
 
     let (stop_front, stop_agent, stop_api) = (Stop::new(), Stop::new(), Stop::new());
+    // The controllers' metrics on the api's /metrics; they run in this process.
+    let controller_metrics = Arc::new(weft_controllers::Metrics::new());
+    controller_metrics.leader.set(1);
+    let served = controller_metrics.clone();
+    api.add_metrics(move || served.encode());
     let mut api_task =
         tokio::spawn(api.serve(api_listener, stop_api.signal(), Duration::from_secs(5)));
     let client = Client::new(&url, Some(admin_token.clone())).context("the api address")?;
@@ -178,9 +189,10 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
     wait_for_node(&client, &node, &mut agent_task).await?;
     step(started, &format!("agent running; node {node} is ready"));
 
-    let controllers = Controllers::new(
+    let controllers = Controllers::with_metrics(
         client.clone(),
         weft_controllers::Options { scheduler: policy, ..Default::default() },
+        controller_metrics,
     );
     // Node pools' local agents are children of this process and stop with the controllers.
     let controllers_task = {

@@ -118,6 +118,7 @@ impl Server {
             .env_remove("WEFT_SERVER")
             .env_remove("WEFT_TOKEN")
             .env_remove("WEFT_DATA_DIR")
+            .env_remove("WEFT_CA_FILE")
             .env("WEFT_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -135,9 +136,12 @@ impl Server {
                 read_trimmed(&self.dir.join("server")),
                 read_trimmed(&self.dir.join("admin.token")),
             ) {
-                let addr = url.trim_start_matches("http://").to_string();
+                let tls = url.starts_with("https://");
+                let addr = url.trim_start_matches("http://").trim_start_matches("https://");
+                let addr = addr.to_string();
+                // A TLS server answers plaintext with a 400 that says so: it is serving.
                 if let Ok(r) = request(&addr, "GET", "/healthz", None, &[], None)
-                    && r.status == 200
+                    && (r.status == 200 || (tls && r.header("weft-tls-required").is_some()))
                 {
                     self.url = url;
                     self.addr = addr;
@@ -421,6 +425,7 @@ pub fn weft(args: &[&str], stdin: Option<&str>) -> Out {
         .env_remove("WEFT_TOKEN")
         .env_remove("WEFT_DATA_DIR")
         .env_remove("WEFT_LOG")
+        .env_remove("WEFT_CA_FILE")
         .env("HOME", &home)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
