@@ -57,6 +57,8 @@ pub struct Proxy {
     pub(crate) drain: Arc<Drain>,
     /// Requests waiting for a service with no endpoint.
     pub(crate) holds: Holds,
+    /// Tracing and access logs.
+    pub(crate) obs: Arc<crate::obs::Obs>,
 }
 
 /// Listeners bound for a proxy (see [`Proxy::bind`]).
@@ -129,7 +131,14 @@ impl Proxy {
     /// built here; a dynamic one starts with none (outbound requests get 503 until
     /// [`crate::control::run`] applies the first configuration).
     pub fn new(config: Config) -> Arc<Proxy> {
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let obs = Arc::new(crate::obs::Obs::new(
+            config.obs.clone(),
+            crate::obs::resource_of(&config),
+            config.direction,
+            metrics.registry_mut(),
+        ));
+        let metrics = Arc::new(metrics);
         let mode = match &config.sidecar {
             None => Mode::Plain(Arc::new(plain_cluster(&config, &metrics))),
             Some(side) => {
@@ -188,6 +197,7 @@ impl Proxy {
             mode,
             drain: Arc::new(Drain::default()),
             holds: Holds::default(),
+            obs,
         })
     }
 
