@@ -157,7 +157,9 @@ mod tests {
             admin: 15000,
             ip: Ipv4Addr::new(127, 1, 0, 2),
             upstreams: &[],
-            obs: const { &SidecarObs { otlp_endpoint: None, trace_sample_ratio: None, access_log: false } },
+            obs: const {
+                &SidecarObs { otlp_endpoint: None, trace_sample_ratio: None, access_log: false }
+            },
         }
     }
 }

@@ -314,6 +314,9 @@ impl Proxy {
     }
 
     async fn serve_listeners(self: &Arc<Self>, list: Vec<(ListenerKind, TcpListener)>) {
+        // The span exporter and the log writer start with the first runtime that serves (once);
+        // they end when the proxy is dropped (their queues close), after writing what is queued.
+        self.obs.spawn();
         let worker = Arc::new(Worker::new(self.clone()));
         let sweeper = tokio::spawn({
             let worker = worker.clone();

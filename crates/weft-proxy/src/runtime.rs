@@ -204,7 +204,6 @@ async fn serve_main(proxy: Arc<Proxy>, mut listeners: Listeners, stop: Stop) -> 
         tasks.0.push(tokio::spawn(async move { proxy.serve_admin(admin).await }));
     }
     tasks.0.push(tokio::spawn(crate::control::run(proxy.clone())));
-    tasks.0.extend(proxy.obs.spawn());
     tasks.0.push(tokio::spawn(trigger));
     proxy.serve_bound(listeners).await;
     drop(tasks);

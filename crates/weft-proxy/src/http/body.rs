@@ -22,7 +22,7 @@ use super::server::ConnCtx;
 use crate::cluster::{Cluster, Ep};
 use crate::dispatch::{Refusal, Routed};
 use crate::metrics::ErrorKind;
-use crate::obs::{Ending, TraceHop, RequestInfo};
+use crate::obs::{Ending, RequestInfo, TraceHop};
 use crate::policy::Limit;
 use crate::sidecar::inbound::Admitted;
 

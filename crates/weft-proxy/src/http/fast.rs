@@ -42,7 +42,7 @@ use super::watchdog::{ms_at, now_ms};
 use crate::cluster::{Cluster, Ep, InFlight};
 use crate::dispatch::{self, Headers, RequestView, Routed};
 use crate::metrics::ErrorKind;
-use crate::obs::trace::{self, TraceHop, Sampler};
+use crate::obs::trace::{self, Sampler, TraceHop};
 use crate::obs::{Ending, RequestInfo};
 use crate::policy::Limit;
 use crate::pool::{ConnectError, RAW_BUF, RawConn};
@@ -746,7 +746,11 @@ async fn exchange<'r>(
                     continue; // the response is dropped with its connection
                 }
                 ctx.activity.set_deadline(0);
-                return (relay(ctx, up, addr, &head, body_start, resp, client).await, last, retries);
+                return (
+                    relay(ctx, up, addr, &head, body_start, resp, client).await,
+                    last,
+                    retries,
+                );
             }
             Err(e) => e,
         };
@@ -855,7 +859,9 @@ async fn relay(
             }
             let n = match up.stream.read_buf(&mut up.buf).await {
                 Ok(0) if head.framing == Framing::Close => break,
-                Ok(0) | Err(_) => return Outcome::Cut { status, kind: ErrorKind::UpstreamReset, bytes: sent },
+                Ok(0) | Err(_) => {
+                    return Outcome::Cut { status, kind: ErrorKind::UpstreamReset, bytes: sent };
+                }
                 Ok(n) => n,
             };
             let (take, done) = match head.framing {
@@ -866,7 +872,9 @@ async fn relay(
                 }
                 Framing::Chunked => match chunked.feed(&up.buf) {
                     Ok(t) => (t, chunked == Chunked::Done),
-                    Err(()) => return Outcome::Cut { status, kind: ErrorKind::UpstreamReset, bytes: sent },
+                    Err(()) => {
+                        return Outcome::Cut { status, kind: ErrorKind::UpstreamReset, bytes: sent };
+                    }
                 },
                 _ => (n, false),
             };
@@ -939,8 +947,12 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
         out.clear();
         let req = loop {
             if pos < buf.len() {
-                match build_request(&buf[pos..], ctx.peer_ip.as_bytes(), proxy.obs.sampler, &mut out)
-                {
+                match build_request(
+                    &buf[pos..],
+                    ctx.peer_ip.as_bytes(),
+                    proxy.obs.sampler,
+                    &mut out,
+                ) {
                     Parsed::Done(req) => break req,
                     Parsed::Other => return fallback(client, buf, pos),
                     Parsed::Partial if buf.len() - pos > cfg.max_header_bytes => {

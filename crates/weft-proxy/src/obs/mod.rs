@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::config::Direction;
 use crate::dispatch::ListenerKind;
 use crate::metrics::ErrorKind;
-pub(crate) use trace::{TraceHop, Sampler};
+pub(crate) use trace::{Sampler, TraceHop};
 
 /// Where access log lines go (`--access-log`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -292,25 +292,23 @@ impl Obs {
         self.spans.is_some() || self.log.is_some()
     }
 
-    /// Starts the exporter and the log writer on the current runtime (once).
-    pub(crate) fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the exporter and the log writer on the current runtime (the first call does).
+    pub(crate) fn spawn(&self) {
         let (span_rx, log_rx) = {
             let mut r = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
             (r.0.take(), r.1.take())
         };
-        let mut tasks = Vec::new();
         if let (Some(rx), Some(url)) = (span_rx, self.config.otlp_traces.clone()) {
             let sink = otlp::HttpSink::new(&url);
             let encoder = otlp::Encoder::new(&self.resource);
             let metrics = self.metrics.clone();
-            tasks.push(tokio::spawn(otlp::run(rx, sink, encoder, otlp::Batching::DEFAULT, metrics)));
+            tokio::spawn(otlp::run(rx, sink, encoder, otlp::Batching::DEFAULT, metrics));
         }
         if let Some(rx) = log_rx {
             let to = self.config.access_log.clone();
             let metrics = self.metrics.clone();
-            tasks.push(tokio::spawn(access_log::run(rx, to, metrics)));
+            tokio::spawn(access_log::run(rx, to, metrics));
         }
-        tasks
     }
 
     fn direction(&self, kind: ListenerKind) -> &'static str {
@@ -402,7 +400,10 @@ mod tests {
         assert_eq!(AccessLog::parse("off"), Ok(AccessLog::Off));
         assert_eq!(AccessLog::parse("stdout"), Ok(AccessLog::Stdout));
         assert_eq!(AccessLog::parse("stderr"), Ok(AccessLog::Stderr));
-        assert_eq!(AccessLog::parse("/var/log/a.log"), Ok(AccessLog::File("/var/log/a.log".into())));
+        assert_eq!(
+            AccessLog::parse("/var/log/a.log"),
+            Ok(AccessLog::File("/var/log/a.log".into()))
+        );
         assert!(AccessLog::parse(" ").is_err());
     }
 

@@ -165,7 +165,8 @@ fn span(r: &Record) -> Value {
         attrs.push(attr("http.response.status_code", int(u64::from(r.status))));
     }
     if let Some(a) = &r.authority {
-        let host = a.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(&a[..], |(h, _)| h);
+        let host =
+            a.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(&a[..], |(h, _)| h);
         attrs.push(attr("server.address", s(host)));
     }
     if let Some(u) = &r.upstream {
@@ -381,7 +382,8 @@ mod tests {
         let sink = FakeSink::default();
         let metrics = ObsMetrics::default();
         let t0 = Instant::now();
-        let task = tokio::spawn(run(rx, sink.clone(), Encoder::new(&resource()), B, metrics.clone()));
+        let task =
+            tokio::spawn(run(rx, sink.clone(), Encoder::new(&resource()), B, metrics.clone()));
         for i in 0..4 {
             tx.send(record(i, true)).await.unwrap();
         }
@@ -405,7 +407,8 @@ mod tests {
         *sink.fail.lock().unwrap() = vec![SinkError::Transient("down".into()); 3];
         let metrics = ObsMetrics::default();
         let t0 = Instant::now();
-        let task = tokio::spawn(run(rx, sink.clone(), Encoder::new(&resource()), B, metrics.clone()));
+        let task =
+            tokio::spawn(run(rx, sink.clone(), Encoder::new(&resource()), B, metrics.clone()));
         for i in 0..3 {
             tx.send(record(i, false)).await.unwrap();
         }
