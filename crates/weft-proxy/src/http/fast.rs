@@ -873,7 +873,11 @@ async fn relay(
                 Framing::Chunked => match chunked.feed(&up.buf) {
                     Ok(t) => (t, chunked == Chunked::Done),
                     Err(()) => {
-                        return Outcome::Cut { status, kind: ErrorKind::UpstreamReset, bytes: sent };
+                        return Outcome::Cut {
+                            status,
+                            kind: ErrorKind::UpstreamReset,
+                            bytes: sent,
+                        };
                     }
                 },
                 _ => (n, false),
