@@ -317,7 +317,7 @@ mod tests {
             parent: parent.then_some(*b"00f067aa0ba902b7"),
             start_unix_nanos: 1_000,
             end_unix_nanos: 2_000,
-            direction: if n % 2 == 0 { "inbound" } else { "outbound" },
+            direction: if n.is_multiple_of(2) { "inbound" } else { "outbound" },
             method: "GET".into(),
             authority: Some("catalog:80".into()),
             path: "/api".into(),

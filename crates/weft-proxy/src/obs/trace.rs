@@ -192,7 +192,7 @@ mod tests {
         // A future version is continued as version 00.
         let future = format!("cc-{}-more", &SPEC[3..55]);
         let h = hop(Some(future.as_bytes()), false, Sampler::OFF);
-        assert_eq!(&h.traceparent[..36], SPEC[..36].as_bytes());
+        assert_eq!(&h.traceparent[..36], &SPEC.as_bytes()[..36]);
     }
 
     #[test]
