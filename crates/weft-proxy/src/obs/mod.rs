@@ -395,6 +395,92 @@ pub(crate) fn traces_url(base: Option<&str>, full: Option<&str>) -> Result<Optio
 mod tests {
     use super::*;
 
+    /// What recording one sampled request costs on the request's thread (building the record,
+    /// the clock, one queue send), the exporter draining on another thread. A measurement, not a
+    /// check: `cargo test --release -p weft-proxy --lib record_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn record_cost() {
+        let config = ObsConfig {
+            otlp_traces: Some("http://127.0.0.1:9/v1/traces".into()),
+            ..ObsConfig::default()
+        };
+        let resource = Resource {
+            service_name: "s".into(),
+            service_namespace: "n".into(),
+            instance_id: "i".into(),
+        };
+        let mut registry = Registry::default();
+        let obs = Obs::new(config, resource, Direction::Inbound, &mut registry);
+        let mut rx = obs.receivers.lock().unwrap().0.take().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while rx.blocking_recv().is_some() {
+                n += 1;
+            }
+            n
+        });
+        let req = RequestInfo {
+            method: "GET",
+            target: "/api/products?ids=a,b",
+            authority: Some("catalog"),
+            bytes_in: Some(0),
+        };
+        let end = Ending {
+            status: 200,
+            error: None,
+            upstream: Some("catalog"),
+            endpoint: Some("127.0.0.1:9".parse().unwrap()),
+            retries: 0,
+            bytes_out: 12,
+        };
+        let n = 500_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            let hop = trace::hop(None, false, Sampler::ratio(1.0));
+            obs.record(ListenerKind::Plain, &hop, Instant::now(), &req, &end);
+        }
+        let per = t.elapsed().as_nanos() as f64 / f64::from(n);
+        drop(obs);
+        let got = drain.join().unwrap();
+        println!("record: {per:.0} ns per sampled request ({got} of {n} queued, rest dropped)");
+
+        // The exporter's side: encoding a full batch as OTLP JSON.
+        let hop = trace::hop(None, false, Sampler::ratio(1.0));
+        let one = Arc::new(Record {
+            parent: None,
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            direction: "inbound",
+            method: "GET".into(),
+            authority: Some("catalog".into()),
+            path: "/api/products".into(),
+            status: 200,
+            duration_ms: 0.1,
+            bytes_in: Some(0),
+            bytes_out: 12,
+            upstream: Some("catalog".into()),
+            endpoint: end.endpoint,
+            retries: 0,
+            error: None,
+            trace_id: hop.trace_id().try_into().unwrap(),
+            span_id: hop.span_id().try_into().unwrap(),
+        });
+        let batch = vec![one; 512];
+        let enc = otlp::Encoder::new(&Resource {
+            service_name: "s".into(),
+            service_namespace: "n".into(),
+            instance_id: "i".into(),
+        });
+        let t = Instant::now();
+        let mut bytes = 0;
+        for _ in 0..200 {
+            bytes += enc.encode(&batch).len();
+        }
+        let per = t.elapsed().as_nanos() as f64 / (200.0 * 512.0);
+        println!("encode: {per:.0} ns and {} bytes per span", bytes / (200 * 512));
+    }
+
     #[test]
     fn access_log_targets() {
         assert_eq!(AccessLog::parse("off"), Ok(AccessLog::Off));

@@ -127,7 +127,7 @@ pub(crate) fn hop(incoming: Option<&[u8]>, repeated: bool, sampler: Sampler) -> 
         None => {
             rng::hex_u64(rng::next_u64(), &mut out[3..19]);
             rng::hex_u64(rng::nonzero_u64(), &mut out[19..35]);
-            if sampler.decide(rng::next_u64()) {
+            if sampler != Sampler::OFF && sampler.decide(rng::next_u64()) {
                 out[54] = b'1';
             }
             None
