@@ -10,7 +10,7 @@ use weft_api::quantity::Quantity;
 use crate::backoff::BackoffPolicy;
 use crate::cgroups::CgroupMode;
 use crate::error::AgentError;
-use crate::options::{AgentOptions, SidecarMode, defaults};
+use crate::options::{AgentOptions, SidecarMode, SidecarObs, defaults};
 
 /// How `weft agent` explains itself (`--help`).
 pub const HELP: &str = "\
@@ -97,6 +97,17 @@ pub struct AgentArgs {
     /// Log files kept per log (the live one included).
     #[arg(long, value_name = "N", default_value_t = defaults::LOG_FILES)]
     pub log_files: usize,
+    /// Sidecars export a span per HTTP request over OTLP/HTTP to URL/v1/traces (e.g. an
+    /// OpenTelemetry collector on http://127.0.0.1:4318).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Sidecars: share of new traces sampled, 0 to 1 [default: 1].
+    #[arg(long, value_name = "RATIO")]
+    pub trace_sample_ratio: Option<f64>,
+    /// Sidecars write a JSON access log line per HTTP request to their stderr, kept in the
+    /// instance's sidecar log (`weft logs INSTANCE --sidecar`): on or off.
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
+    pub access_log: String,
 }
 
 impl std::fmt::Debug for AgentArgs {
@@ -183,6 +194,11 @@ impl AgentArgs {
             .map_err(|e| AgentError::Config(format!("--log-max-size: {e}")))?
             .as_units_ceil();
         o.log_files = self.log_files;
+        o.sidecar_obs = SidecarObs {
+            otlp_endpoint: self.otlp_endpoint.filter(|e| !e.trim().is_empty()),
+            trace_sample_ratio: self.trace_sample_ratio,
+            access_log: self.access_log == "on",
+        };
         o.validate()?;
         Ok(o)
     }
@@ -238,5 +254,39 @@ mod tests {
         );
         assert!(parse_resources("capacity", "cpu").is_err());
         assert!(parse_resources("capacity", "memory=lots").is_err());
+    }
+
+    #[test]
+    fn sidecar_tracing_flags() {
+        let parse = |extra: &[&str]| {
+            let mut line = vec!["agent"];
+            line.extend_from_slice(extra);
+            let mut cli = Cli::try_parse_from(line)?;
+            cli.args.server = Some("http://127.0.0.1:7070".into());
+            cli.args.token = Some("t".into());
+            cli.args.data_dir = Some("/tmp/x".into());
+            cli.args.name = Some("n1".into());
+            Ok::<_, Box<dyn std::error::Error>>(cli.args.into_options()?)
+        };
+        let o = parse(&[
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318",
+            "--trace-sample-ratio",
+            "0.1",
+            "--access-log",
+            "on",
+        ])
+        .unwrap();
+        assert_eq!(o.sidecar_obs.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!(o.sidecar_obs.trace_sample_ratio, Some(0.1));
+        assert!(o.sidecar_obs.access_log);
+        for bad in [
+            &["--otlp-endpoint", "collector:4318"][..],
+            &["--trace-sample-ratio", "1.5"],
+            &["--trace-sample-ratio", "x"],
+            &["--access-log", "stdout"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

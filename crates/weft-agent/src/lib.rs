@@ -48,4 +48,4 @@ pub use args::{AgentArgs, HELP, parse_resources};
 pub use backoff::BackoffPolicy;
 pub use cgroups::CgroupMode;
 pub use error::AgentError;
-pub use options::{AgentOptions, SidecarMode, defaults};
+pub use options::{AgentOptions, SidecarMode, SidecarObs, defaults};

@@ -59,6 +59,42 @@ pub struct AgentOptions {
     /// Directories put in front of the PATH instances inherit (`weft up` adds its own, so
     /// workload binaries built beside `weft`, such as `weft-demo`, are found by name).
     pub extra_path: Vec<PathBuf>,
+    /// Tracing and access-log flags given to every sidecar.
+    pub sidecar_obs: SidecarObs,
+}
+
+/// What the sidecars trace and log (`weft proxy --otlp-endpoint`, `--trace-sample-ratio`,
+/// `--access-log`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SidecarObs {
+    /// OTLP/HTTP endpoint (base URL) the sidecars export spans to.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces sampled (the proxy's default, 1, when unset).
+    pub trace_sample_ratio: Option<f64>,
+    /// JSON access log lines on the sidecar's stderr, which the agent keeps in the instance's
+    /// sidecar log (`weft logs INSTANCE --sidecar`).
+    pub access_log: bool,
+}
+
+impl SidecarObs {
+    /// Checks the values before any sidecar is started with them.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        if let Some(e) = &self.otlp_endpoint
+            && !(e.starts_with("http://") && e.len() > "http://".len())
+        {
+            return Err(AgentError::Config(format!(
+                "--otlp-endpoint {e:?}: expected an http:// URL such as http://127.0.0.1:4318"
+            )));
+        }
+        if let Some(r) = self.trace_sample_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(AgentError::Config(format!(
+                "--trace-sample-ratio {r}: expected a number from 0 to 1"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for AgentOptions {
@@ -83,6 +119,7 @@ impl std::fmt::Debug for AgentOptions {
             .field("log_max_bytes", &self.log_max_bytes)
             .field("log_files", &self.log_files)
             .field("extra_path", &self.extra_path)
+            .field("sidecar_obs", &self.sidecar_obs)
             .finish_non_exhaustive()
     }
 }
@@ -127,11 +164,13 @@ impl AgentOptions {
             log_max_bytes: defaults::LOG_MAX_BYTES,
             log_files: defaults::LOG_FILES,
             extra_path: Vec::new(),
+            sidecar_obs: SidecarObs::default(),
         }
     }
 
     /// Checks what can be checked before starting.
     pub fn validate(&self) -> Result<(), AgentError> {
+        self.sidecar_obs.validate()?;
         let bad = |m: String| Err(AgentError::Config(m));
         if let Err(e) = weft_api::validate::dns_subdomain(&self.name) {
             return bad(format!("node name {:?}: {e} (set one with --name)", self.name));

@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use weft_api::kinds::template::Upstream;
 
 use crate::env::PortAlloc;
+use crate::options::SidecarObs;
 
 /// What the sidecar of one instance needs to know.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ pub(crate) struct Plan<'a> {
     pub admin: u16,
     pub ip: Ipv4Addr,
     pub upstreams: &'a [Upstream],
+    pub obs: &'a SidecarObs,
 }
 
 /// The agent's environment variable that sets its sidecars' `--mtls` mode.
@@ -79,6 +81,16 @@ pub(crate) fn args(p: &Plan<'_>) -> Vec<String> {
         }
         a.extend(["--upstream-port".into(), format!("{svc}={}:{}", p.ip, u.local_port)]);
     }
+    if let Some(e) = &p.obs.otlp_endpoint {
+        a.extend(["--otlp-endpoint".into(), e.clone()]);
+    }
+    if let Some(r) = p.obs.trace_sample_ratio {
+        a.extend(["--trace-sample-ratio".into(), r.to_string()]);
+    }
+    if p.obs.access_log {
+        // The agent keeps the sidecar's stderr as the instance's sidecar log.
+        a.extend(["--access-log".into(), "stderr".into()]);
+    }
     a
 }
 
@@ -111,6 +123,7 @@ mod tests {
             admin: 15000,
             ip: Ipv4Addr::new(127, 1, 0, 2),
             upstreams: &ups,
+            obs: &SidecarObs::default(),
         });
         assert_eq!(
             a.join(" "),
@@ -119,5 +132,34 @@ mod tests {
              --outbound 127.0.0.1:15001 \
              --admin 127.0.0.1:15000 --upstream-port cart.shop:grpc=127.1.0.2:9001"
         );
+        let obs = SidecarObs {
+            otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+            trace_sample_ratio: Some(0.5),
+            access_log: true,
+        };
+        let a = args(&Plan { obs: &obs, upstreams: &[], ..plan(&ports) });
+        assert!(
+            a.join(" ").ends_with(
+                "--otlp-endpoint http://127.0.0.1:4318 --trace-sample-ratio 0.5 --access-log stderr"
+            ),
+            "{a:?}"
+        );
+    }
+
+    fn plan(ports: &[PortAlloc]) -> Plan<'_> {
+        Plan {
+            server: "http://127.0.0.1:7070",
+            namespace: "default",
+            instance: "web-1",
+            node_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports,
+            outbound: 15001,
+            admin: 15000,
+            ip: Ipv4Addr::new(127, 1, 0, 2),
+            upstreams: &[],
+            obs: const {
+                &SidecarObs { otlp_endpoint: None, trace_sample_ratio: None, access_log: false }
+            },
+        }
     }
 }

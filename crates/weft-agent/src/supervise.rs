@@ -675,6 +675,7 @@ impl Supervisor {
                 admin: self.admin,
                 ip,
                 upstreams: &self.template().upstreams,
+                obs: &self.sh.opts.sidecar_obs,
             });
             let mut argv = vec![bin.display().to_string()];
             argv.extend(args);

@@ -67,11 +67,7 @@ impl App for Catalog {
         };
 
         let ids: Vec<&str> = wanted.iter().map(|(id, ..)| *id).collect();
-        let headers: Vec<_> = req
-            .header("x-request-id")
-            .map(|v| ("x-request-id", v.to_string()))
-            .into_iter()
-            .collect();
+        let headers = req.propagated();
         let priced = self
             .mesh
             .get_json::<Prices>("pricing", &format!("/api/prices?ids={}", ids.join(",")), &headers)

@@ -82,12 +82,11 @@ impl App for Frontend {
 
 impl Frontend {
     async fn home(&self, req: &Req, user: String) -> Home {
-        let request_id = req.header("x-request-id").map(|v| ("x-request-id", v.to_string()));
-        let catalog_headers: Vec<_> = request_id.clone().into_iter().collect();
+        let catalog_headers = req.propagated();
         // The cart's balancer hashes this header, so a user keeps landing on the instance that
         // holds their cart.
         let cart_headers: Vec<_> =
-            request_id.into_iter().chain([("x-user-id", user.clone())]).collect();
+            req.propagated().into_iter().chain([("x-user-id", user.clone())]).collect();
 
         let cart_path = format!("/api/carts/{user}");
         let (products, cart) = tokio::join!(
@@ -143,7 +142,7 @@ impl Frontend {
             return server::error(StatusCode::BAD_REQUEST, "the form needs a product id");
         }
         let mut headers = vec![("x-user-id", user.clone())];
-        headers.extend(req.header("x-request-id").map(|v| ("x-request-id", v.to_string())));
+        headers.extend(req.propagated());
         let added: Result<Reply<Cart>, CallError> = self
             .mesh
             .call_json(

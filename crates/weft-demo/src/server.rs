@@ -49,6 +49,15 @@ impl Req {
         form_value(&self.query, key)
     }
 
+    /// The headers a call made for this request passes on: its request id and its W3C trace
+    /// context (what an instrumented app does, so the mesh's spans join one trace).
+    pub fn propagated(&self) -> Vec<(&'static str, String)> {
+        ["x-request-id", "traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|h| self.header(h).map(|v| (h, v.to_string())))
+            .collect()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

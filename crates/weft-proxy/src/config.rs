@@ -30,6 +30,8 @@ mod defaults {
     pub const HOLD_TIMEOUT: &str = "10s";
     pub const HOLD_QUEUE: &str = "100";
     pub const TRUST_DOMAIN: &str = "weft.local";
+    pub const TRACE_SAMPLE_RATIO: &str = "1";
+    pub const ACCESS_LOG: &str = "off";
 }
 
 /// Where `weft up` puts its gateway when not told otherwise (`weft proxy` has no default: a
@@ -193,6 +195,20 @@ pub struct ProxyArgs {
     /// SPIFFE trust domain of workload identities (spiffe://<domain>/ns/<ns>/svc/<service>).
     #[arg(long, value_name = "DOMAIN", default_value = defaults::TRUST_DOMAIN)]
     pub trust_domain: String,
+    /// Export a span per proxied HTTP request over OTLP/HTTP (JSON) to URL/v1/traces, e.g.
+    /// http://127.0.0.1:4318 (an OpenTelemetry collector, Jaeger or Tempo) [env:
+    /// OTEL_EXPORTER_OTLP_ENDPOINT; OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is the full URL]. Off
+    /// when unset.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of the traces this proxy starts (requests without a valid traceparent) that are
+    /// sampled, 0 to 1; incoming traces keep their own sampled flag.
+    #[arg(long, value_name = "RATIO", default_value = defaults::TRACE_SAMPLE_RATIO)]
+    pub trace_sample_ratio: String,
+    /// JSON access log, one line per HTTP request: off, stdout, stderr or a file path
+    /// (appended to).
+    #[arg(long, value_name = "off|stdout|stderr|PATH", default_value = defaults::ACCESS_LOG)]
+    pub access_log: String,
 }
 
 impl std::fmt::Debug for ProxyArgs {
@@ -251,6 +267,9 @@ impl Default for ProxyArgs {
             mtls_key: None,
             mtls_ca: None,
             trust_domain: defaults::TRUST_DOMAIN.into(),
+            otlp_endpoint: None,
+            trace_sample_ratio: defaults::TRACE_SAMPLE_RATIO.into(),
+            access_log: defaults::ACCESS_LOG.into(),
         }
     }
 }
@@ -331,6 +350,10 @@ impl ProxyArgs {
                     out.threads = Some(value);
                     continue;
                 }
+                "otlp-endpoint" => {
+                    out.otlp_endpoint = Some(value);
+                    continue;
+                }
                 "service" => &mut out.service,
                 "direction" => &mut out.direction,
                 "timeout" => &mut out.timeout,
@@ -347,12 +370,41 @@ impl ProxyArgs {
                 "hold-timeout" => &mut out.hold_timeout,
                 "hold-queue" => &mut out.hold_queue,
                 "trust-domain" => &mut out.trust_domain,
+                "trace-sample-ratio" => &mut out.trace_sample_ratio,
+                "access-log" => &mut out.access_log,
                 _ => return None,
             };
             *slot = value;
         }
         Some(out)
     }
+}
+
+/// `--otlp-endpoint` (else the OpenTelemetry environment variables), `--trace-sample-ratio`,
+/// `--access-log`.
+fn obs_from_args(args: &ProxyArgs) -> Result<crate::obs::ObsConfig, ConfigError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let (base, full) = match &args.otlp_endpoint {
+        Some(e) => (Some(e.clone()), None),
+        None => (env("OTEL_EXPORTER_OTLP_ENDPOINT"), env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
+    };
+    let otlp_traces = crate::obs::traces_url(base.as_deref(), full.as_deref())
+        .map_err(|e| bad("otlp-endpoint", e))?;
+    let ratio = args
+        .trace_sample_ratio
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| {
+            bad(
+                "trace-sample-ratio",
+                format!("'{}' is not a number from 0 to 1", args.trace_sample_ratio),
+            )
+        })?;
+    let access_log =
+        crate::obs::AccessLog::parse(&args.access_log).map_err(|e| bad("access-log", e))?;
+    Ok(crate::obs::ObsConfig { otlp_traces, trace_sample_ratio: ratio, access_log })
 }
 
 /// A flag with a value that cannot be used.
@@ -470,6 +522,8 @@ pub struct Config {
     pub hold_queue: usize,
     /// mTLS between sidecars.
     pub mtls: MtlsConfig,
+    /// Tracing (OTLP export, sampling) and the access log.
+    pub obs: crate::obs::ObsConfig,
 }
 
 /// How a sidecar or gateway authenticates mesh connections (see `--mtls`).
@@ -575,6 +629,7 @@ impl Config {
             hold_timeout: Duration::from_secs(10),
             hold_queue: 100,
             mtls: MtlsConfig::off(),
+            obs: crate::obs::ObsConfig::default(),
         }
     }
 
@@ -664,6 +719,7 @@ impl Config {
             hold_timeout: parse_duration("hold-timeout", &args.hold_timeout)?,
             hold_queue: parse_count("hold-queue", &args.hold_queue, 0, 1 << 20)?,
             mtls: MtlsConfig::from_args(args, args.server.is_some())?,
+            obs: obs_from_args(args)?,
         };
         Ok(config)
     }
@@ -849,6 +905,11 @@ mod tests {
                 "hyper",
                 "--runtime",
                 "shared",
+                "--otlp-endpoint",
+                "http://127.0.0.1:4318",
+                "--trace-sample-ratio",
+                "0.5",
+                "--access-log=stderr",
             ],
         ];
         for line in lines {
@@ -866,6 +927,38 @@ mod tests {
             let owned: Vec<String> = line.iter().map(|s| s.to_string()).collect();
             assert_eq!(ProxyArgs::parse_plain(&owned), None, "{line:?}");
             assert!(clap_parse(line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn tracing_and_access_log_flags() {
+        let with = |extra: &[&str]| {
+            let mut line = vec!["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1"];
+            line.extend_from_slice(extra);
+            Config::from_args(&clap_parse(&line).unwrap())
+        };
+        let c = with(&[
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318/",
+            "--trace-sample-ratio",
+            "0.25",
+            "--access-log",
+            "/tmp/a.log",
+        ])
+        .unwrap();
+        assert_eq!(c.obs.otlp_traces.as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+        assert_eq!(c.obs.trace_sample_ratio, 0.25);
+        assert_eq!(c.obs.access_log, crate::obs::AccessLog::File("/tmp/a.log".into()));
+        for (extra, flag) in [
+            (&["--otlp-endpoint", "https://collector:4318"][..], "otlp-endpoint"),
+            (&["--otlp-endpoint", "collector:4318"][..], "otlp-endpoint"),
+            (&["--trace-sample-ratio", "2"][..], "trace-sample-ratio"),
+            (&["--trace-sample-ratio=-0.1"][..], "trace-sample-ratio"),
+            (&["--trace-sample-ratio", "half"][..], "trace-sample-ratio"),
+            (&["--access-log", ""][..], "access-log"),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert_eq!(e.flag, flag, "{extra:?}: {e}");
         }
     }
 

@@ -49,6 +49,7 @@ pub mod hold;
 mod http;
 mod listener;
 pub mod metrics;
+mod obs;
 pub mod plain;
 mod policy;
 mod pool;
@@ -62,6 +63,7 @@ mod tls;
 
 pub use config::{Config, ConfigError, DEFAULT_GATEWAY, ProxyArgs};
 pub use listener::BindError;
+pub use obs::{AccessLog, ObsConfig};
 pub use proxy::{Listeners, Proxy};
 pub use runtime::{main, main_from_args};
 pub use tls::MtlsMode;

@@ -376,6 +376,11 @@ impl Metrics {
         }
     }
 
+    /// For families registered outside this module (tracing and access logs, `crate::obs`).
+    pub(crate) fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// The Prometheus text exposition (OpenMetrics) of every family.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);

@@ -57,6 +57,8 @@ pub struct Proxy {
     pub(crate) drain: Arc<Drain>,
     /// Requests waiting for a service with no endpoint.
     pub(crate) holds: Holds,
+    /// Tracing and access logs.
+    pub(crate) obs: Arc<crate::obs::Obs>,
 }
 
 /// Listeners bound for a proxy (see [`Proxy::bind`]).
@@ -129,7 +131,14 @@ impl Proxy {
     /// built here; a dynamic one starts with none (outbound requests get 503 until
     /// [`crate::control::run`] applies the first configuration).
     pub fn new(config: Config) -> Arc<Proxy> {
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        let obs = Arc::new(crate::obs::Obs::new(
+            config.obs.clone(),
+            crate::obs::resource_of(&config),
+            config.direction,
+            metrics.registry_mut(),
+        ));
+        let metrics = Arc::new(metrics);
         let mode = match &config.sidecar {
             None => Mode::Plain(Arc::new(plain_cluster(&config, &metrics))),
             Some(side) => {
@@ -193,6 +202,7 @@ impl Proxy {
             mode,
             drain: Arc::new(Drain::default()),
             holds: Holds::default(),
+            obs,
         })
     }
 
@@ -309,6 +319,9 @@ impl Proxy {
     }
 
     async fn serve_listeners(self: &Arc<Self>, list: Vec<(ListenerKind, TcpListener)>) {
+        // The span exporter and the log writer start with the first runtime that serves (once);
+        // they end when the proxy is dropped (their queues close), after writing what is queued.
+        self.obs.spawn();
         let worker = Arc::new(Worker::new(self.clone()));
         let sweeper = tokio::spawn({
             let worker = worker.clone();

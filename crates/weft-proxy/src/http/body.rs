@@ -22,6 +22,7 @@ use super::server::ConnCtx;
 use crate::cluster::{Cluster, Ep};
 use crate::dispatch::{Refusal, Routed};
 use crate::metrics::ErrorKind;
+use crate::obs::{Ending, RequestInfo, TraceHop};
 use crate::policy::Limit;
 use crate::sidecar::inbound::Admitted;
 
@@ -58,6 +59,21 @@ pub(crate) struct Exchange {
     error: Option<ErrorKind>,
     /// A pooled HTTP/1.1 connection to return once the response is complete.
     reuse: Option<(SocketAddr, http1::SendRequest<Incoming>)>,
+    /// What tracing and the access log need, when either is on.
+    obs: Option<Box<Observed>>,
+    /// Endpoints tried (retries are one less).
+    attempts: u32,
+    /// Response body bytes relayed to the client.
+    bytes_out: u64,
+}
+
+/// The request as traced and logged (copied at its start: the request itself goes upstream).
+struct Observed {
+    hop: TraceHop,
+    method: String,
+    target: String,
+    authority: Option<String>,
+    bytes_in: Option<u64>,
 }
 
 impl Exchange {
@@ -75,7 +91,35 @@ impl Exchange {
             state: State::Open,
             error: None,
             reuse: None,
+            obs: None,
+            attempts: 0,
+            bytes_out: 0,
         }
+    }
+
+    /// Keeps what the span and the log line of this request need, when they are on.
+    pub(crate) fn observe<B>(&mut self, hop: TraceHop, req: &http::Request<B>) {
+        if !self.ctx.worker.proxy.obs.enabled() {
+            return;
+        }
+        let h = req.headers();
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| h.get(http::header::HOST).and_then(|v| v.to_str().ok()));
+        let bytes_in = h
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .or_else(|| (req.method() == http::Method::GET).then_some(0));
+        self.obs = Some(Box::new(Observed {
+            hop,
+            method: req.method().as_str().to_string(),
+            target: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            authority: authority.map(str::to_string),
+            bytes_in,
+        }));
     }
 
     pub(crate) fn ctx(&self) -> &Arc<ConnCtx> {
@@ -104,6 +148,7 @@ impl Exchange {
     /// The next attempt goes to `ep`.
     pub(crate) fn set_endpoint(&mut self, ep: &Endpoint<Ep>) {
         self.end_attempt();
+        self.attempts += 1;
         ep.stats.begin();
         self.endpoint =
             Some(OnEndpoint { ep: ep.id.clone(), stats: ep.stats.clone(), latency: None });
@@ -149,11 +194,13 @@ impl Exchange {
         kind: Option<ErrorKind>,
         msg: impl Into<Bytes>,
     ) -> hyper::Response<ProxyBody> {
+        let msg = msg.into();
         self.error = kind;
         self.status = status.as_u16();
         self.state = State::Complete;
+        self.bytes_out = msg.len() as u64;
         drop(self);
-        let mut res = hyper::Response::new(ProxyBody::Local(Some(msg.into())));
+        let mut res = hyper::Response::new(ProxyBody::Local(Some(msg)));
         *res.status_mut() = status;
         res.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -196,6 +243,23 @@ impl Drop for Exchange {
         };
         let upstream = self.endpoint.as_ref().map_or(local, |e| &e.ep.0.metrics);
         self.ctx.request_ended(self.start, svc, self.routed, Some(upstream), self.status, error);
+        if let Some(o) = self.obs.take() {
+            let req = RequestInfo {
+                method: &o.method,
+                target: &o.target,
+                authority: o.authority.as_deref(),
+                bytes_in: o.bytes_in,
+            };
+            let end = Ending {
+                status: self.status,
+                error,
+                upstream: self.cluster.as_ref().map(|c| c.service.as_str()),
+                endpoint: self.endpoint.as_ref().map(|e| e.ep.0.addr),
+                retries: self.attempts.saturating_sub(1),
+                bytes_out: self.bytes_out,
+            };
+            self.ctx.worker.proxy.obs.record(listener.kind, &o.hop, self.start, &req, &end);
+        }
         if self.request_slot
             && let Some(c) = &self.cluster
         {
@@ -249,6 +313,9 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => match Pin::new(&mut b.inner).poll_frame(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        b.exchange.bytes_out += d.len() as u64;
+                    }
                     if let Some(t) = frame.trailers_ref() {
                         b.exchange.trailers(t);
                     }

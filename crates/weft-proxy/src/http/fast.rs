@@ -36,13 +36,14 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_traffic::{Endpoint, FailureKind};
 
-use super::headers::next_traceparent;
 use super::mesh::{self, Mark, Role};
 use super::server::ConnCtx;
 use super::watchdog::{ms_at, now_ms};
 use crate::cluster::{Cluster, Ep, InFlight};
 use crate::dispatch::{self, Headers, RequestView, Routed};
 use crate::metrics::ErrorKind;
+use crate::obs::trace::{self, Sampler, TraceHop};
+use crate::obs::{Ending, RequestInfo};
 use crate::policy::Limit;
 use crate::pool::{ConnectError, RAW_BUF, RawConn};
 use crate::rng;
@@ -131,6 +132,8 @@ struct ReqHead {
     method: Range<usize>,
     target: Range<usize>,
     authority: Range<usize>,
+    /// This hop's trace context (the `traceparent` written into the upstream's head).
+    hop: TraceHop,
 }
 
 impl ReqHead {
@@ -180,7 +183,12 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Parses a request head and, if the fast path takes it, writes the upstream's head into `out`.
-fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead> {
+fn build_request(
+    input: &[u8],
+    peer: &[u8],
+    sampler: Sampler,
+    out: &mut Vec<u8>,
+) -> Parsed<ReqHead> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(input) {
@@ -255,8 +263,8 @@ fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead
     if !host || body > MAX_BODY as u64 {
         return Parsed::Other;
     }
-    let (traceparent, restarted) = next_traceparent(trace, traces > 1);
-    let drop_tracestate = restarted && tracestate;
+    let hop = trace::hop(trace, traces > 1, sampler);
+    let drop_tracestate = hop.restarted && tracestate;
 
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -290,7 +298,7 @@ fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead
     if !request_id {
         put_header(out, b"x-request-id", &rng::uuid_v4());
     }
-    put_header(out, b"traceparent", &traceparent);
+    put_header(out, b"traceparent", &hop.traceparent);
     out.extend_from_slice(b"\r\n");
     Parsed::Done(ReqHead {
         len,
@@ -301,6 +309,7 @@ fn build_request(input: &[u8], peer: &[u8], out: &mut Vec<u8>) -> Parsed<ReqHead
         method: range_in(input, method.as_bytes()),
         target: range_in(input, path.as_bytes()),
         authority: authority.unwrap_or(0..0),
+        hop,
     })
 }
 
@@ -541,13 +550,13 @@ async fn read_upstream(up: &mut RawConn) -> io::Result<usize> {
 
 /// What happened to one request.
 enum Outcome {
-    /// The response was relayed in full.
-    Relayed { status: u16, close_client: bool },
+    /// The response was relayed in full (`bytes`: its body).
+    Relayed { status: u16, close_client: bool, bytes: u64 },
     /// No response head came: the proxy answers (with the mesh's failure mark, on an inbound
     /// listener whose app failed).
     Local(StatusCode, ErrorKind, Cow<'static, str>, Option<Mark>),
     /// The response started but could not be finished: the client connection is cut.
-    Cut { status: u16, kind: ErrorKind },
+    Cut { status: u16, kind: ErrorKind, bytes: u64 },
 }
 
 impl Outcome {
@@ -670,7 +679,7 @@ impl Drop for Slot<'_> {
 
 /// Sends the request (head and body in `request`) to endpoints of the routed cluster until one
 /// answers or the policy stops retrying, and relays the response to the client. Returns the
-/// outcome and the endpoint of the last attempt.
+/// outcome, the endpoint of the last attempt and the number of retries.
 #[allow(clippy::too_many_arguments)]
 async fn exchange<'r>(
     ctx: &ConnCtx,
@@ -681,11 +690,11 @@ async fn exchange<'r>(
     resp: &mut Vec<u8>,
     client: &mut Conn,
     start: Instant,
-) -> (Outcome, Option<&'r Endpoint<Ep>>) {
+) -> (Outcome, Option<&'r Endpoint<Ep>>, u32) {
     let cluster = &routed.cluster;
     let policy = &*cluster.policy;
     if !policy.acquire(Limit::Requests) {
-        return (overloaded(cluster, Limit::Requests), None);
+        return (overloaded(cluster, Limit::Requests), None, 0);
     }
     let _slot = Slot(policy, Limit::Requests);
     policy.request_started(start);
@@ -698,7 +707,7 @@ async fn exchange<'r>(
     loop {
         let now = if retries == 0 { start } else { Instant::now() };
         let Some(ep) = cluster.pick(now, routed.hash_key.as_deref(), &tried[..n_tried]) else {
-            return (no_endpoint(cluster), last);
+            return (no_endpoint(cluster), last, retries);
         };
         last = Some(ep);
         let addr = ep.id.0.addr;
@@ -738,14 +747,18 @@ async fn exchange<'r>(
                     continue; // the response is dropped with its connection
                 }
                 ctx.activity.set_deadline(0);
-                return (relay(ctx, up, addr, &head, body_start, resp, client).await, last);
+                return (
+                    relay(ctx, up, addr, &head, body_start, resp, client).await,
+                    last,
+                    retries,
+                );
             }
             Err(e) => e,
         };
         drop(in_flight);
         let (kind, outcome) = match failed {
             TryError::Connect(ConnectError::Overloaded(limit)) => {
-                return (overloaded(cluster, limit), last);
+                return (overloaded(cluster, limit), last, retries);
             }
             TryError::Connect(e) => {
                 let msg = format!("upstream unavailable: {e}\n");
@@ -767,13 +780,13 @@ async fn exchange<'r>(
         let now = Instant::now();
         cluster.record_failure(ep, now);
         if kind == FailureKind::Timeout && now_ms() >= overall {
-            return (outcome, last);
+            return (outcome, last, retries);
         }
         if policy.retry(method, kind, retries + 1, now) {
             retries += 1;
             continue;
         }
-        return (outcome, last);
+        return (outcome, last, retries);
     }
 }
 
@@ -804,7 +817,8 @@ async fn relay(
     client: &mut Conn,
 ) -> Outcome {
     let status = head.status;
-    let cut = |kind| Outcome::Cut { status, kind };
+    // Body bytes written to the client.
+    let mut sent = 0u64;
     let mut reusable = head.reusable;
 
     // The head and whatever body bytes came with it go out in one write.
@@ -819,17 +833,19 @@ async fn relay(
         }
         Framing::Chunked => match chunked.feed(first) {
             Ok(n) => n,
-            Err(()) => return cut(ErrorKind::UpstreamReset),
+            Err(()) => return Outcome::Cut { status, kind: ErrorKind::UpstreamReset, bytes: sent },
         },
         Framing::Close => first.len(),
     };
     if take < first.len() {
         reusable = false; // bytes after the response: the upstream is confused
     }
+    let head_len = resp.len();
     resp.extend_from_slice(&first[..take]);
     if write_out(client, resp).await.is_err() {
-        return cut(ErrorKind::ClientAbort);
+        return Outcome::Cut { status, kind: ErrorKind::ClientAbort, bytes: sent };
     }
+    sent += (resp.len() - head_len) as u64;
     let more = match head.framing {
         Framing::None => false,
         Framing::Length(_) => remaining > 0,
@@ -844,7 +860,9 @@ async fn relay(
             }
             let n = match up.stream.read_buf(&mut up.buf).await {
                 Ok(0) if head.framing == Framing::Close => break,
-                Ok(0) | Err(_) => return cut(ErrorKind::UpstreamReset),
+                Ok(0) | Err(_) => {
+                    return Outcome::Cut { status, kind: ErrorKind::UpstreamReset, bytes: sent };
+                }
                 Ok(n) => n,
             };
             let (take, done) = match head.framing {
@@ -855,7 +873,13 @@ async fn relay(
                 }
                 Framing::Chunked => match chunked.feed(&up.buf) {
                     Ok(t) => (t, chunked == Chunked::Done),
-                    Err(()) => return cut(ErrorKind::UpstreamReset),
+                    Err(()) => {
+                        return Outcome::Cut {
+                            status,
+                            kind: ErrorKind::UpstreamReset,
+                            bytes: sent,
+                        };
+                    }
                 },
                 _ => (n, false),
             };
@@ -863,8 +887,9 @@ async fn relay(
                 reusable = false;
             }
             if write_out(client, &up.buf[..take]).await.is_err() {
-                return cut(ErrorKind::ClientAbort);
+                return Outcome::Cut { status, kind: ErrorKind::ClientAbort, bytes: sent };
             }
+            sent += take as u64;
             if done {
                 break;
             }
@@ -873,7 +898,7 @@ async fn relay(
     if reusable {
         ctx.worker.pool.checkin_raw(addr, up, Instant::now());
     }
-    Outcome::Relayed { status, close_client: head.close_client }
+    Outcome::Relayed { status, close_client: head.close_client, bytes: sent }
 }
 
 fn local_response(
@@ -927,7 +952,12 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
         out.clear();
         let req = loop {
             if pos < buf.len() {
-                match build_request(&buf[pos..], ctx.peer_ip.as_bytes(), &mut out) {
+                match build_request(
+                    &buf[pos..],
+                    ctx.peer_ip.as_bytes(),
+                    proxy.obs.sampler,
+                    &mut out,
+                ) {
                     Parsed::Done(req) => break req,
                     Parsed::Other => return fallback(client, buf, pos),
                     Parsed::Partial if buf.len() - pos > cfg.max_header_bytes => {
@@ -956,6 +986,9 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
         ctx.request_started();
         ctx.activity.set_deadline(ms_at(start) + timeout_ms);
         let unrouted = &ctx.listener;
+        if req.hop.restarted {
+            proxy.obs.metrics.invalid_traceparent.inc();
+        }
 
         // The body (at most MAX_BODY) is buffered whole, so a retry can resend it.
         let have = (buf.len() - pos).min(req.body);
@@ -965,31 +998,18 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
         while missing > 0 {
             out.reserve(missing);
             let mut limited = (&mut client).take(missing as u64);
-            match before_deadline(ctx, limited.read_buf(&mut out)).await {
-                Some(Ok(n)) if n > 0 => missing -= n,
-                None => {
-                    ctx.request_ended(
-                        start,
-                        &unrouted.svc,
-                        false,
-                        None,
-                        0,
-                        Some(ErrorKind::HeaderTimeout),
-                    );
-                    return FastEnd::Closed;
+            let kind = match before_deadline(ctx, limited.read_buf(&mut out)).await {
+                Some(Ok(n)) if n > 0 => {
+                    missing -= n;
+                    continue;
                 }
-                Some(_) => {
-                    ctx.request_ended(
-                        start,
-                        &unrouted.svc,
-                        false,
-                        None,
-                        0,
-                        Some(ErrorKind::ClientAbort),
-                    );
-                    return FastEnd::Closed;
-                }
-            }
+                None => ErrorKind::HeaderTimeout,
+                Some(_) => ErrorKind::ClientAbort,
+            };
+            ctx.request_ended(start, &unrouted.svc, false, None, 0, Some(kind));
+            let view = req.view(&buf[head_at..head_at + req.len]);
+            observe(ctx, &req, &view, start, 0, Some(kind), None, None, 0, 0);
+            return FastEnd::Closed;
         }
 
         let head = &buf[head_at..head_at + req.len];
@@ -1020,6 +1040,10 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
                     refusal.status.as_u16(),
                     Some(refusal.kind),
                 );
+                let service = refusal.cluster.as_deref().map(|c| c.service.as_str());
+                let len = refusal.message.len() as u64;
+                let (status, kind) = (refusal.status.as_u16(), Some(refusal.kind));
+                observe(ctx, &req, &view, start, status, kind, service, None, 0, len);
                 if close || written.is_err() {
                     let _ = client.shutdown().await;
                     return FastEnd::Closed;
@@ -1029,12 +1053,15 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
         };
         let svc = routed.cluster.svc();
         svc.in_flight.inc();
-        let (outcome, ep) =
+        let (outcome, ep, retries) =
             exchange(ctx, &routed, &req, view.method, &out, &mut resp, &mut client, start).await;
         let upstream = Some(ep.map_or_else(|| routed.cluster.local(), |e| &e.id.0.metrics));
+        let service = Some(routed.cluster.service.as_str());
+        let addr = ep.map(|e| e.id.0.addr);
         match outcome {
-            Outcome::Relayed { status, close_client } => {
+            Outcome::Relayed { status, close_client, bytes } => {
                 ctx.request_ended(start, svc, true, upstream, status, None);
+                observe(ctx, &req, &view, start, status, None, service, addr, retries, bytes);
                 if close_client {
                     let _ = client.shutdown().await;
                     return FastEnd::Closed;
@@ -1045,23 +1072,55 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut client: Conn) -> FastEnd {
                 local_response(&mut resp, status, &msg, close, None, mark);
                 let written = write_out(&mut client, &resp).await;
                 ctx.request_ended(start, svc, true, upstream, status.as_u16(), Some(kind));
+                let (status, len) = (status.as_u16(), msg.len() as u64);
+                observe(ctx, &req, &view, start, status, Some(kind), service, addr, retries, len);
                 if close || written.is_err() {
                     let _ = client.shutdown().await;
                     return FastEnd::Closed;
                 }
             }
-            Outcome::Cut { status, kind } => {
+            Outcome::Cut { status, kind, bytes } => {
                 ctx.request_ended(start, svc, true, upstream, status, Some(kind));
+                observe(ctx, &req, &view, start, status, Some(kind), service, addr, retries, bytes);
                 return FastEnd::Closed;
             }
         }
     }
 }
 
+/// Hands a finished request to tracing and the access log (nothing when both are off).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn observe(
+    ctx: &ConnCtx,
+    req: &ReqHead,
+    view: &RequestView<'_>,
+    start: Instant,
+    status: u16,
+    error: Option<ErrorKind>,
+    upstream: Option<&str>,
+    endpoint: Option<SocketAddr>,
+    retries: u32,
+    bytes_out: u64,
+) {
+    let obs = &ctx.worker.proxy.obs;
+    if !obs.enabled() {
+        return;
+    }
+    let info = RequestInfo {
+        method: view.method,
+        target: view.target,
+        authority: view.authority,
+        bytes_in: Some(req.body as u64),
+    };
+    let end = Ending { status, error, upstream, endpoint, retries, bytes_out };
+    obs.record(ctx.listener.kind, &req.hop, start, &info, &end);
+}
+
 /// The request parser on arbitrary input, as the fuzz target drives it: `Some` (the routing
 /// view) when the fast path takes the request.
 pub(crate) fn parse_for_fuzz<'a>(input: &'a [u8], out: &mut Vec<u8>) -> Option<RequestView<'a>> {
-    match build_request(input, b"10.0.0.1", out) {
+    match build_request(input, b"10.0.0.1", Sampler::OFF, out) {
         Parsed::Done(req) if req.len <= input.len() => Some(req.view(&input[..req.len])),
         _ => None,
     }
@@ -1078,6 +1137,7 @@ pub(crate) fn response_for_fuzz(input: &[u8], out: &mut Vec<u8>) -> usize {
         method: 0..0,
         target: 0..0,
         authority: 0..0,
+        hop: TraceHop::default(),
     };
     match build_response(input, &req, false, out) {
         RespParsed::Final(h) if h.framing == Framing::Chunked => {
@@ -1096,7 +1156,7 @@ mod tests {
 
     fn req(input: &str) -> (Parsed<ReqHead>, String) {
         let mut out = Vec::new();
-        let p = build_request(input.as_bytes(), b"10.1.2.3", &mut out);
+        let p = build_request(input.as_bytes(), b"10.1.2.3", Sampler::OFF, &mut out);
         (p, String::from_utf8(out).unwrap())
     }
 
@@ -1144,6 +1204,7 @@ mod tests {
             method: 0..0,
             target: 0..0,
             authority: 0..0,
+            hop: TraceHop::default(),
         }
     }
 

@@ -51,6 +51,16 @@ pub(crate) async fn forward(
             "CONNECT is not proxied here\n",
         ));
     }
+    // Before routing, so that refused requests are traced and logged too.
+    let hop = {
+        let obs = &ex.ctx().worker.proxy.obs;
+        let hop = headers::propagate_traceparent(req.headers_mut(), obs.sampler);
+        if hop.restarted {
+            obs.metrics.invalid_traceparent.inc();
+        }
+        hop
+    };
+    ex.observe(hop, &req);
     let routed = {
         let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
         let ctx = ex.ctx().clone();
@@ -73,7 +83,6 @@ pub(crate) async fn forward(
         headers::strip_hop_by_hop(h, upgrading);
         headers::append_forwarded_for(h, &ex.ctx().peer_ip);
         headers::ensure_request_id(h);
-        headers::propagate_traceparent(h);
     }
     let cluster = routed.cluster.clone();
     let hash_key = routed.hash_key.clone();

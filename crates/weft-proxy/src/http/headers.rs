@@ -7,6 +7,7 @@
 use http::HeaderMap;
 use http::header::{self, Entry, HeaderName, HeaderValue};
 
+use crate::obs::trace::{self, Sampler, TraceHop};
 use crate::rng;
 
 pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -117,65 +118,23 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap) {
     }
 }
 
-fn is_lower_hex(b: &[u8]) -> bool {
-    b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Parses a `traceparent` value; returns the trace id and the flags.
-fn parse_traceparent(v: &[u8]) -> Option<(&[u8], &[u8])> {
-    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
-        return None;
-    }
-    let (version, trace, parent, flags) = (&v[..2], &v[3..35], &v[36..52], &v[53..55]);
-    let all_hex =
-        is_lower_hex(version) && is_lower_hex(trace) && is_lower_hex(parent) && is_lower_hex(flags);
-    if !all_hex || version == b"ff" {
-        return None;
-    }
-    if trace.iter().all(|&c| c == b'0') || parent.iter().all(|&c| c == b'0') {
-        return None;
-    }
-    // Version 00 is exactly 55 bytes; later versions may append fields after a dash.
-    let tail_ok = if version == b"00" { v.len() == 55 } else { v.len() == 55 || v[55] == b'-' };
-    tail_ok.then_some((trace, flags))
-}
-
-/// The `traceparent` for the next hop given the incoming value(s): a single valid one keeps its
-/// trace id and flags and gets a new parent (span) id; a missing, repeated or malformed one is
-/// replaced by a new trace (version 00, random trace id, flags 00). The flag says whether an
-/// incoming value was thrown away (its `tracestate` must go too).
-pub(crate) fn next_traceparent(incoming: Option<&[u8]>, repeated: bool) -> ([u8; 55], bool) {
-    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    let kept = match incoming {
-        Some(v) if !repeated => parse_traceparent(v).map(|(trace, flags)| {
-            out[3..35].copy_from_slice(trace);
-            out[53..55].copy_from_slice(flags);
-        }),
-        _ => None,
-    };
-    if kept.is_none() {
-        rng::hex_u64(rng::next_u64(), &mut out[3..19]);
-        rng::hex_u64(rng::nonzero_u64(), &mut out[19..35]);
-    }
-    rng::hex_u64(rng::nonzero_u64(), &mut out[36..52]);
-    (out, kept.is_none() && incoming.is_some())
-}
-
-/// Propagates W3C trace context through this hop (see [`next_traceparent`]); a `tracestate`
-/// that came with a malformed `traceparent` is dropped.
-pub(crate) fn propagate_traceparent(headers: &mut HeaderMap) {
-    let (out, dropped) = {
+/// Propagates W3C trace context through this hop (see [`trace::hop`]): the next hop gets a
+/// `traceparent` carrying this hop's span id; `tracestate` passes through unless it came with
+/// a malformed `traceparent` (a new trace was started). Returns the hop's span identity.
+pub(crate) fn propagate_traceparent(headers: &mut HeaderMap, sampler: Sampler) -> TraceHop {
+    let hop = {
         let mut values = headers.get_all(&TRACEPARENT).iter();
         let first = values.next();
         let repeated = values.next().is_some();
-        next_traceparent(first.map(HeaderValue::as_bytes), repeated)
+        trace::hop(first.map(HeaderValue::as_bytes), repeated, sampler)
     };
-    if dropped {
+    if hop.restarted {
         headers.remove(&TRACESTATE);
     }
-    if let Ok(v) = HeaderValue::from_bytes(&out) {
+    if let Ok(v) = HeaderValue::from_bytes(&hop.traceparent) {
         headers.insert(&TRACEPARENT, v);
     }
+    hop
 }
 
 #[cfg(test)]
@@ -256,22 +215,22 @@ mod tests {
     #[test]
     fn traceparent_keeps_trace_new_span() {
         let mut h = map(&[("traceparent", GOOD), ("tracestate", "a=b")]);
-        propagate_traceparent(&mut h);
+        propagate_traceparent(&mut h, Sampler::OFF);
         let v = h["traceparent"].to_str().unwrap().to_string();
         assert_eq!(&v[..36], &GOOD[..36]);
         assert_ne!(&v[36..52], &GOOD[36..52]);
         assert_eq!(&v[52..], "-01");
         assert_eq!(h["tracestate"], "a=b");
-        assert!(parse_traceparent(v.as_bytes()).is_some());
+        assert!(trace::parse(v.as_bytes()).is_some());
     }
 
     #[test]
     fn traceparent_created_or_replaced() {
         let mut h = HeaderMap::new();
-        propagate_traceparent(&mut h);
+        propagate_traceparent(&mut h, Sampler::OFF);
         let v = h["traceparent"].to_str().unwrap().to_string();
         assert!(v.starts_with("00-") && v.ends_with("-00") && v.len() == 55, "{v}");
-        assert!(parse_traceparent(v.as_bytes()).is_some());
+        assert!(trace::parse(v.as_bytes()).is_some());
 
         for bad in [
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // upper case
@@ -282,16 +241,16 @@ mod tests {
             "garbage",
         ] {
             let mut h = map(&[("traceparent", bad), ("tracestate", "a=b")]);
-            propagate_traceparent(&mut h);
+            propagate_traceparent(&mut h, Sampler::OFF);
             let v = h["traceparent"].to_str().unwrap();
             assert_ne!(&v[3..35], bad.get(3..35).unwrap_or(""), "{bad}");
-            assert!(parse_traceparent(v.as_bytes()).is_some(), "{bad} -> {v}");
+            assert!(trace::parse(v.as_bytes()).is_some(), "{bad} -> {v}");
             assert!(!h.contains_key("tracestate"), "{bad}");
         }
         // A later version with extra fields is understood and sent on as version 00.
         let mut h =
             map(&[("traceparent", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what")]);
-        propagate_traceparent(&mut h);
+        propagate_traceparent(&mut h, Sampler::OFF);
         assert_eq!(&h["traceparent"].to_str().unwrap()[..36], &GOOD[..36]);
     }
 }

@@ -16,4 +16,5 @@ mod resilience;
 mod routing;
 mod support;
 mod tcp;
+mod tracing;
 mod upgrade;

@@ -15,3 +15,4 @@ pub mod sim;
 pub mod token;
 pub mod top;
 pub mod up;
+pub mod up_obs;

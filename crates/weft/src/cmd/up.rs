@@ -82,6 +82,8 @@ pub struct UpArgs {
     pub cert_ttl: String,
     #[command(flatten)]
     pub apisec: crate::cmd::apisec::ApiSecArgs,
+    #[command(flatten)]
+    pub obs: super::up_obs::UpObsArgs,
 }
 
 /// A shutdown signal for one part, sent once.
@@ -125,8 +127,9 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
         }
         None => Default::default(),
     };
-    // The gateway's flags too (--hold-timeout, --hold-queue).
-    let probe = gateway_args(gateway_addr, "http://127.0.0.1:7070", "-", &args)
+    let gateway_admin = args.obs.gateway_admin()?;
+    // The gateway's flags too (--hold-timeout, --hold-queue, tracing and access log).
+    let probe = gateway_args(gateway_addr, gateway_admin, "http://127.0.0.1:7070", "-", &args)
         .map_err(|e| exit::usage(e.to_string()))?;
     weft_proxy::Config::from_args(&probe).map_err(|e| exit::usage(e.to_string()))?;
     let (tls, audit) = crate::cmd::apisec::plan(&args.apisec)?;
@@ -180,6 +183,7 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
     agent_options.capacity = capacity;
     agent_options.cgroups = args.cgroups;
     agent_options.stop_on_exit = true;
+    agent_options.sidecar_obs = args.obs.sidecar_obs();
     // Workload binaries built beside weft (the demo's weft-demo) are found by name.
     if let Some(dir) = agent_options.weft_bin.parent() {
         agent_options.extra_path.push(dir.to_path_buf());
@@ -205,11 +209,12 @@ pub async fn run(conn: &Connection, args: UpArgs) -> anyhow::Result<()> {
 
     let gateway_token = run_token(&client, Role::Proxy, GATEWAY_TOKEN).await?;
     let mut gateway_task = tokio::spawn(weft_proxy::run_until(
-        gateway_args(gateway_addr, &url, &gateway_token.0, &args)?,
+        gateway_args(gateway_addr, gateway_admin, &url, &gateway_token.0, &args)?,
         stop_front.signal(),
     ));
     let gateway_url = server::local_url(gateway_addr);
-    step(started, &format!("ingress gateway on {gateway_url}"));
+    let admin_note = gateway_admin.map(|a| format!(" (admin: http://{a}/metrics)"));
+    step(started, &format!("ingress gateway on {gateway_url}{}", admin_note.unwrap_or_default()));
 
     let mut ctrl_c = std::pin::pin!(server::shutdown_signal());
     let outcome: anyhow::Result<()> = async {
@@ -357,6 +362,7 @@ async fn run_token(
 
 fn gateway_args(
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     url: &str,
     token: &str,
     args: &UpArgs,
@@ -372,10 +378,12 @@ fn gateway_args(
         #[command(flatten)]
         args: weft_proxy::ProxyArgs,
     }
+    let obs = args.obs.gateway_flags(admin);
+    let addr = addr.to_string();
     let argv = [
         "proxy",
         "--gateway",
-        &addr.to_string(),
+        &addr,
         "--server",
         url,
         "--token",
@@ -386,7 +394,9 @@ fn gateway_args(
         &args.hold_queue,
         "--mtls",
         &mtls,
-    ];
+    ]
+    .into_iter()
+    .chain(obs.iter().map(String::as_str));
     Gateway::try_parse_from(argv).map(|g| g.args).map_err(|e| {
         anyhow::anyhow!("gateway flags: {}", e.to_string().lines().next().unwrap_or(""))
     })
