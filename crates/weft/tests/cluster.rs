@@ -12,26 +12,6 @@ use std::time::Duration;
 use common::agent::AgentProcess;
 use common::*;
 
-/// (node, address) of each ready, not terminating instance of `web`.
-fn ready_web(s: &Server) -> Vec<(String, String)> {
-    let list = s.get("/api/v1/namespaces/default/instances").json();
-    let mut out: Vec<(String, String)> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["spec"]["deployment"] == "web" && i["spec"]["terminating"] != true)
-        .filter(|i| i["status"]["ready"] == true)
-        .map(|i| {
-            (
-                i["spec"]["node"].as_str().unwrap_or("").to_string(),
-                i["status"]["address"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
     let s = Server::with_args(&["--controllers"]);

@@ -348,24 +348,6 @@ impl Load {
     }
 }
 
-/// Ready, not terminating instances of `web`, as (node, address).
-fn ready_web(s: &Server) -> Vec<(String, String)> {
-    let list = s.get("/api/v1/namespaces/default/instances").json();
-    let mut out: Vec<(String, String)> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|i| i["spec"]["deployment"] == "web" && i["spec"]["terminating"] != true)
-        .filter(|i| i["status"]["ready"] == true)
-        .map(|i| {
-            let field = |v: &Value| v.as_str().unwrap_or("").to_string();
-            (field(&i["spec"]["node"]), field(&i["status"]["address"]))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// The failover test: two `weft server --controllers` on etcd, an agent and a gateway
 /// that know both servers (`--join A,B`, `--server A,B`), steady load through the gateway; the
 /// leading server is SIGKILLed. No request fails, the other server leads within 10 s, and its

@@ -902,3 +902,22 @@ pub fn demo_web_service() -> Value {
                  "ingress": {"pathPrefix": "/"}}
     })
 }
+
+/// (node, address) of each ready, not terminating instance of deployment `web`, sorted: where
+/// the multi-node tests' demo instances run.
+pub fn ready_web(s: &Server) -> Vec<(String, String)> {
+    let list = s.get("/api/v1/namespaces/default/instances").json();
+    let mut out: Vec<(String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["spec"]["deployment"] == "web" && i["spec"]["terminating"] != true)
+        .filter(|i| i["status"]["ready"] == true)
+        .map(|i| {
+            let field = |v: &Value| v.as_str().unwrap_or("").to_string();
+            (field(&i["spec"]["node"]), field(&i["status"]["address"]))
+        })
+        .collect();
+    out.sort();
+    out
+}
