@@ -97,19 +97,26 @@ fn adopt(raw: &[u8], data_dir: &Path, replace_local: bool) -> Result<(Ca, bool),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use weft_store::embedded::Embedded;
 
     fn store(dir: &Path) -> Embedded {
         Embedded::open(dir.join("s.redb")).unwrap()
     }
 
-    #[tokio::test]
-    async fn servers_sharing_a_store_share_one_root() {
+    /// One store and two servers' data dirs.
+    fn two_servers() -> (tempfile::TempDir, Embedded, PathBuf, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let s = store(tmp.path());
         let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
         std::fs::create_dir_all(&a_dir).unwrap();
         std::fs::create_dir_all(&b_dir).unwrap();
+        (tmp, s, a_dir, b_dir)
+    }
+
+    #[tokio::test]
+    async fn servers_sharing_a_store_share_one_root() {
+        let (_tmp, s, a_dir, b_dir) = two_servers();
         let now = SystemTime::now();
         let (a, created) = cluster_root(&s, &a_dir, "weft.local", now).await.unwrap();
         assert!(created);
@@ -124,11 +131,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_data_dir_with_another_root_is_refused_not_overwritten() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = store(tmp.path());
-        let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-        std::fs::create_dir_all(&a_dir).unwrap();
-        std::fs::create_dir_all(&b_dir).unwrap();
+        let (_tmp, s, a_dir, b_dir) = two_servers();
         let now = SystemTime::now();
         cluster_root(&s, &a_dir, "weft.local", now).await.unwrap();
         let (theirs, _) = Ca::load_or_create(&b_dir, "weft.local", now).unwrap();
