@@ -17,7 +17,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::mesh::{Proc, app, free, metric, plain_get, proxy};
+use common::mesh::{Proc, app, metric, plain_get, proxy};
 use common::*;
 use serde_json::{Value, json};
 
@@ -55,7 +55,8 @@ impl Mesh {
             assert_eq!(r.status, 201, "{}", r.text());
         }
         let app = app();
-        let (inbound, admin, web, cart) = (free(), free(), free(), free());
+        let (inbound, admin, web, cart) =
+            (closed_port(), closed_port(), closed_port(), closed_port());
         let r = s.apply_json(&json!({
             "apiVersion": "weft/v1", "kind": "Service", "metadata": {"name": "catalog"},
             "spec": {"selector": {"deployment": "catalog"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::up::{Up, free_port, http_get, repo};
-use common::{request, wait_for};
+use common::up::{Up, http_get, repo};
+use common::{closed_port, request, wait_for};
 use serde_json::{Value, json};
 
 /// The two `weft up` tests here take the machine's cores; one at a time.
@@ -204,7 +204,7 @@ struct Browser {
 
 impl Browser {
     fn start(chromium: &Path, chromedriver: &Path) -> Browser {
-        let port = free_port();
+        let port = closed_port();
         let addr = format!("127.0.0.1:{port}");
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))

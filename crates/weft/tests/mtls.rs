@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::mesh::{app, free, metric, plain_get, proxy};
+use common::mesh::{app, metric, plain_get, proxy};
 use common::*;
 use serde_json::json;
 use weft_ca::{Ca, Csr, SpiffeId};
@@ -205,8 +205,9 @@ fn strict_inbound_refuses_plaintext_foreign_and_expired_certificates() {
     issue(&ca, dir, "expired", "web", now - 2 * day, day);
 
     let app = app();
-    let (inbound, admin_in, outbound, admin_out) = (free(), free(), free(), free());
-    let (inbound_tcp, upstream_tcp) = (free(), free());
+    let (inbound, admin_in, outbound, admin_out) =
+        (closed_port(), closed_port(), closed_port(), closed_port());
+    let (inbound_tcp, upstream_tcp) = (closed_port(), closed_port());
     let service = |name: &str| {
         format!(
             "  - apiVersion: weft/v1\n    kind: Service\n    metadata: {{ name: {name} }}\n    spec: {{ selector: {{ deployment: {name} }}, ports: [ {{ name: http, port: 80, targetPort: http }}, {{ name: tcp, port: 9000, targetPort: tcp, protocol: tcp }}, {{ name: h2, port: 81, targetPort: http, protocol: http2 }} ] }}\n  - apiVersion: weft/v1\n    kind: Endpoints\n    metadata: {{ name: {name} }}\n    spec: {{ addresses: [ {{ instance: catalog-0, ip: 127.0.0.1, ports: {{ http: {inbound}, tcp: {inbound_tcp}, h2: {inbound} }} }} ] }}\n"

@@ -13,8 +13,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -131,39 +129,21 @@ impl Client {
     }
 }
 
-/// `weft proxy` as a child process, killed on drop.
+/// `weft proxy` as a child process (killed on drop), its log in its own temp dir.
 struct ProxyProcess {
-    child: Child,
-    log: PathBuf,
+    proc: common::mesh::Proc,
     _tmp: tempfile::TempDir,
 }
 
 impl ProxyProcess {
     fn start(args: &[&str]) -> ProxyProcess {
         let tmp = tempfile::tempdir().unwrap();
-        let log = tmp.path().join("proxy.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .arg("proxy")
-            .args(args)
-            .env_remove("WEFT_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        ProxyProcess { child, log, _tmp: tmp }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        ProxyProcess { proc: common::mesh::proxy(tmp.path(), "proxy", &args), _tmp: tmp }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.log_text()
     }
 }
 

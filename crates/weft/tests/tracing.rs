@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::up::{Up, free_port, repo};
-use common::wait_for;
+use common::up::{Up, repo};
+use common::{closed_port, wait_for};
 use serde_json::Value;
 
 const SPEC: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -141,7 +141,7 @@ fn requests_through_the_demo_make_one_trace_and_json_access_logs() {
     let collector = Collector::start();
     let tmp = tempfile::tempdir().unwrap();
     let gw_log = tmp.path().join("gateway-access.log");
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", closed_port());
     let endpoint = format!("http://127.0.0.1:{}", collector.port);
     let up = Up::start(&[
         "-f",

@@ -7,8 +7,8 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::up::{Up, alive, free_port, http_get, processes_mentioning, repo, spawn_up};
-use common::{wait_for, weft};
+use common::up::{Up, alive, http_get, processes_mentioning, repo, spawn_up};
+use common::{closed_port, wait_for, weft};
 use serde_json::Value;
 
 #[test]
@@ -185,7 +185,7 @@ fn a_taken_port_or_a_bad_manifest_stops_weft_up_before_it_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();
-    let api = format!("127.0.0.1:{}", free_port());
+    let api = format!("127.0.0.1:{}", closed_port());
     let log = tmp.path().join("up.log");
     let mut child = spawn_up(&tmp.path().join("a"), &api, &taken_addr, &[], &log);
     let status =

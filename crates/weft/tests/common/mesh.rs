@@ -74,10 +74,6 @@ pub fn proxy(dir: &Path, name: &str, args: &[String]) -> Proc {
     Proc { child, log }
 }
 
-pub fn free() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 pub fn metric(admin: &str, name: &str, label: &str) -> f64 {
     let Ok(r) = request(admin, "GET", "/metrics", None, &[], None) else { return 0.0 };
     r.text()

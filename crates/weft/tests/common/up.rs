@@ -2,7 +2,7 @@
 //! ports with its own data dir, driven through the CLI, interrupted like Ctrl-C on drop.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,10 +27,6 @@ pub fn ensure_demo_binary() {
     assert!(status.success() && demo.exists(), "could not build {}", demo.display());
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
@@ -52,7 +48,7 @@ impl Up {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let log = tmp.path().join("up.log");
-        let (api_port, gw_port) = (free_port(), free_port());
+        let (api_port, gw_port) = (super::closed_port(), super::closed_port());
         let api = format!("127.0.0.1:{api_port}");
         let gateway = format!("127.0.0.1:{gw_port}");
         let mut up = Up { _tmp: tmp, dir, api, gateway, log, child: None };
