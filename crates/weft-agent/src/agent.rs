@@ -19,8 +19,8 @@ use tokio::task::{AbortHandle, JoinSet};
 use weft_api::Instance;
 use weft_api::kinds::instance::Usage;
 use weft_api::quantity::Quantity;
+use weft_client::Client;
 use weft_client::watcher::{self, Event};
-use weft_client::{Client, ClientError};
 
 use crate::admin::{self, Admin};
 use crate::cgroups::Cgroups;
@@ -65,6 +65,11 @@ impl Agent {
             std::fs::create_dir_all(d)
                 .map_err(|source| AgentError::DataDir { path: d.clone(), source })?;
         }
+        // Older agents kept one proxy token for all their sidecars; each sidecar now gets its
+        // own, bound to its instance. Do not leave the old secret lying about.
+        for old in ["node-proxy.token", "proxy.token"] {
+            let _ = std::fs::remove_file(root.join(old));
+        }
         let client = Client::new(&options.server, Some(options.token.clone()))
             .map_err(|e| AgentError::Config(e.to_string()))?;
         let cgroups = Cgroups::detect(options.cgroups, &options.name);
@@ -104,15 +109,7 @@ impl Agent {
         let mut delay = Duration::from_millis(200);
         let mut said = false;
         loop {
-            let attempt = async {
-                node::register(&client, &info).await?;
-                node::proxy_token(&client, &root.join("node-proxy.token"), &info.name)
-                    .await
-                    .map_err(|e| match e {
-                        AgentError::Client(c) => c,
-                        other => ClientError::Protocol(other.to_string()),
-                    })
-            };
+            let attempt = node::register(&client, &info);
             tokio::select! {
                 _ = &mut shutdown => {
                     if options.stop_on_exit {
@@ -121,7 +118,7 @@ impl Agent {
                     return Ok(());
                 }
                 r = attempt => match r {
-                    Ok(token) => break Self::serve(options, client, info, token, cgroups, allocatable, listener, instances_dir, logs_dir, shutdown).await,
+                    Ok(()) => break Self::serve(options, client, info, cgroups, allocatable, listener, instances_dir, logs_dir, shutdown).await,
                     Err(e) if node::fatal(&e) => return Err(AgentError::Unauthorized(e.to_string())),
                     Err(e) => {
                         if !said {
@@ -141,7 +138,6 @@ impl Agent {
         options: AgentOptions,
         client: Client,
         info: NodeInfo,
-        proxy_token: String,
         cgroups: Cgroups,
         allocatable: weft_api::kinds::template::ResourceList,
         listener: tokio::net::TcpListener,
@@ -154,7 +150,6 @@ impl Agent {
         let sh = Arc::new(Shared {
             client: client.clone(),
             opts: options.clone(),
-            proxy_token,
             alloc: Mutex::new(Allocator::new()),
             cgroups,
             allocatable,

@@ -1,8 +1,6 @@
 //! The Node object: registration, heartbeats, and the proxy token the agent mints for its
 //! sidecars.
 
-use std::io;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use weft_api::kinds::node::{NodeSpec, NodeStatus};
@@ -11,7 +9,6 @@ use weft_api::quantity::Quantity;
 use weft_api::{ErrorCode, Node, ObjectMeta};
 use weft_client::{Client, ClientError};
 
-use crate::error::AgentError;
 use crate::procfs;
 
 /// What the agent says about its node.
@@ -123,60 +120,6 @@ pub(crate) async fn mark_not_ready(client: &Client, info: &NodeInfo) {
     let _ =
         tokio::time::timeout(Duration::from_secs(2), client.put_status(&node_object(info, false)))
             .await;
-}
-
-/// The proxy token for this node's sidecars: the one kept in `file` if the server still
-/// accepts it, else a new one (written to `file`, mode 0600).
-pub(crate) async fn proxy_token(
-    client: &Client,
-    file: &Path,
-    node: &str,
-) -> Result<String, AgentError> {
-    if let Ok(text) = std::fs::read_to_string(file) {
-        let token = text.trim().to_string();
-        if !token.is_empty() && token_works(client.base_url(), &token).await? {
-            return Ok(token);
-        }
-    }
-    let created = client
-        .create_node_proxy_token(node, &format!("sidecars on {node}"))
-        .await
-        .map_err(|e| {
-            if fatal(&e) { AgentError::Unauthorized(e.to_string()) } else { AgentError::Client(e) }
-        })?;
-    write_secret(file, &created.token)
-        .map_err(|source| AgentError::DataDir { path: file.to_path_buf(), source })?;
-    Ok(created.token)
-}
-
-/// Asks the server whether a proxy token is still valid: a read the proxy role may make of an
-/// object that need not exist (404 is as good as 200; 401 is not).
-async fn token_works(server: &str, token: &str) -> Result<bool, AgentError> {
-    let c = Client::new(server, Some(token.to_string()))?;
-    match c.get::<weft_api::Service>(Some("default"), "weft-token-check").await {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(true),
-        Err(e) if fatal(&e) => Ok(false),
-        Err(e) => Err(AgentError::Client(e)),
-    }
-}
-
-fn write_secret(path: &Path, secret: &str) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    writeln!(f, "{secret}")?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

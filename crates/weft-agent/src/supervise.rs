@@ -65,7 +65,6 @@ const SIDECAR_PORT_ATTEMPTS: u32 = 3;
 pub(crate) struct Shared {
     pub client: Client,
     pub opts: AgentOptions,
-    pub proxy_token: String,
     pub alloc: Mutex<Allocator>,
     pub cgroups: Cgroups,
     pub allocatable: ResourceList,
@@ -192,6 +191,9 @@ struct Supervisor {
     admin: u16,
     app: Option<Proc>,
     sidecar: Option<Proc>,
+    /// The sidecar's api token, bound to this instance; minted at its first start and reused
+    /// for restarts. The server revokes it when the Instance is deleted.
+    sidecar_token: Option<String>,
     group: Option<Group>,
     /// Why the instance runs without a cgroup although the node has them (said once).
     cgroup_problem: Option<String>,
@@ -255,6 +257,7 @@ impl Supervisor {
             admin: 0,
             app: None,
             sidecar: None,
+            sidecar_token: None,
             group: None,
             cgroup_problem: None,
             oom_before: 0,
@@ -663,6 +666,22 @@ impl Supervisor {
         let node = self.node();
         let log_path = self.log_dir.join(logs::SIDECAR_LOG);
         let bin = self.sh.opts.weft_bin.clone();
+        let token = match self.sidecar_token.clone() {
+            Some(t) => t,
+            None => {
+                let mint = self.sh.client.create_instance_proxy_token(&node, &self.ns, &self.name);
+                match until_stop(rx, &node, mint).await {
+                    Err(stop) => return Err(Err(stop)),
+                    Ok(Err(e)) => {
+                        return Err(Ok(format!("cannot get the sidecar's api token: {e}")));
+                    }
+                    Ok(Ok(created)) => {
+                        self.sidecar_token = Some(created.token.clone());
+                        created.token
+                    }
+                }
+            }
+        };
         for attempt in 1..=SIDECAR_PORT_ATTEMPTS {
             let ip = self.ip.unwrap_or(Ipv4Addr::LOCALHOST);
             let args = sidecar::args(&sidecar::Plan {
@@ -680,7 +699,7 @@ impl Supervisor {
             let mut argv = vec![bin.display().to_string()];
             argv.extend(args);
             let mut env = self.sh.inherited_env.clone();
-            env.push(("WEFT_TOKEN".into(), self.sh.proxy_token.clone()));
+            env.push(("WEFT_TOKEN".into(), token.clone()));
             // An api server on https: the sidecar trusts what the agent trusts.
             if let Some(ca) = weft_client::tls::default_ca_file() {
                 env.push((weft_client::tls::CA_FILE_ENV.into(), ca.display().to_string()));

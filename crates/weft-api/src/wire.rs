@@ -168,6 +168,11 @@ pub struct TokenRequest {
     /// of instances on that node. Agents must bind the proxy tokens they mint to their node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Binds a node-bound `proxy` token further, to one Instance (`namespace/name`) on that
+    /// node: its only workload certificate is that instance's, and deleting the instance
+    /// revokes it. What an agent gives each sidecar; agents must give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// A token as listed: never the secret.
@@ -184,6 +189,9 @@ pub struct TokenInfo {
     /// The node a `proxy` token is bound to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The Instance (`namespace/name`) a `proxy` token is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// The answer to token creation: the only time the secret is shown.

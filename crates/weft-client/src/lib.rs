@@ -543,22 +543,31 @@ impl Client {
         ttl: Option<weft_api::duration::Duration>,
         description: &str,
     ) -> Result<CreatedToken> {
-        let req = TokenRequest { role, ttl, description: description.to_string(), node: None };
+        let req = TokenRequest {
+            role,
+            ttl,
+            description: description.to_string(),
+            node: None,
+            instance: None,
+        };
         self.request_token(&req).await
     }
 
-    /// A `proxy` token bound to `node`: the certificates it may ask for are those of the
-    /// node's instances. What an agent gives its sidecars.
-    pub async fn create_node_proxy_token(
+    /// A `proxy` token bound to one Instance on `node`: the only workload certificate it may
+    /// ask for is that instance's, and deleting the instance revokes it. What an agent gives
+    /// each sidecar.
+    pub async fn create_instance_proxy_token(
         &self,
         node: &str,
-        description: &str,
+        namespace: &str,
+        instance: &str,
     ) -> Result<CreatedToken> {
         let req = TokenRequest {
             role: Role::Proxy,
             ttl: None,
-            description: description.to_string(),
+            description: format!("sidecar of {namespace}/{instance}"),
             node: Some(node.to_string()),
+            instance: Some(format!("{namespace}/{instance}")),
         };
         self.request_token(&req).await
     }

@@ -40,6 +40,9 @@ struct TokenRecord {
     description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     node: Option<String>,
+    /// `namespace/name` of the Instance a sidecar's token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
 }
 
 impl TokenRecord {
@@ -53,8 +56,17 @@ impl TokenRecord {
             }),
             description: self.description.clone(),
             node: self.node.clone(),
+            instance: self.instance.clone(),
         }
     }
+}
+
+/// What a proxy token is bound to (nothing, a node, or an instance on a node).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Binding<'a> {
+    pub node: Option<&'a str>,
+    /// `namespace/name`; only with `node`.
+    pub instance: Option<&'a str>,
 }
 
 /// Who is calling.
@@ -64,6 +76,8 @@ pub struct Caller {
     pub token_id: String,
     /// The node a proxy token is bound to: its certificates are for that node's instances.
     pub node: Option<String>,
+    /// The Instance (`namespace/name`) a sidecar's token is bound to: its one certificate.
+    pub instance: Option<String>,
 }
 
 /// What a request wants to do, for the role check.
@@ -216,7 +230,12 @@ impl Auth {
         {
             return Err(unauthorized("token expired; create a new one with `weft token create`"));
         }
-        Ok(Caller { role: rec.role, token_id: rec.id.clone(), node: rec.node.clone() })
+        Ok(Caller {
+            role: rec.role,
+            token_id: rec.id.clone(),
+            node: rec.node.clone(),
+            instance: rec.instance.clone(),
+        })
     }
 
     /// [`Auth::authenticate`], but a token this server's table does not know yet is looked up
@@ -251,7 +270,7 @@ impl Auth {
         role: Role,
         ttl: Option<Duration>,
         description: &str,
-        node: Option<&str>,
+        binding: Binding<'_>,
     ) -> Result<CreatedToken, Error> {
         let mut id_bytes = [0u8; 6];
         let mut secret = [0u8; 32];
@@ -266,7 +285,8 @@ impl Auth {
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             expires_unix: ttl.map(|t| now_unix() + t.as_secs().max(1)),
             description: description.to_string(),
-            node: node.map(str::to_string),
+            node: binding.node.map(str::to_string),
+            instance: binding.instance.map(str::to_string),
         };
         let value = serde_json::to_vec(&rec).map_err(|e| ApiError::internal(e.to_string()))?;
         self.store.put(&keys::token(&id), value.into(), Precondition::Absent).await?;
@@ -289,6 +309,27 @@ impl Auth {
         Ok(rec.info())
     }
 
+    /// The store keys of the tokens bound to an Instance: deleting the instance deletes them
+    /// in the same transaction.
+    pub fn keys_bound_to(&self, namespace: &str, name: &str) -> Vec<String> {
+        let want = format!("{namespace}/{name}");
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .values()
+            .filter(|r| r.instance.as_deref() == Some(want.as_str()))
+            .map(|r| keys::token(&r.id))
+            .collect()
+    }
+
+    /// Forgets tokens just deleted by a transaction of this server (the watch would too, a
+    /// moment later).
+    pub fn forget(&self, token_keys: &[String]) {
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        for key in token_keys {
+            tokens.remove(key.trim_start_matches(keys::TOKENS));
+        }
+    }
+
     pub fn list(&self) -> Vec<TokenInfo> {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<TokenInfo> = tokens.values().map(TokenRecord::info).collect();
@@ -306,7 +347,8 @@ impl Auth {
                 return Ok(token.to_string());
             }
         }
-        let created = self.create(Role::Admin, None, "bootstrap admin token", None).await?;
+        let created =
+            self.create(Role::Admin, None, "bootstrap admin token", Binding::default()).await?;
         write_private(&path, &format!("{}\n", created.token)).map_err(|e| {
             ApiError::internal(format!("writing the admin token to {}: {e}", path.display()))
         })?;
@@ -390,7 +432,7 @@ mod tests {
     use super::*;
 
     fn caller(role: Role) -> Caller {
-        Caller { role, token_id: "x".into(), node: None }
+        Caller { role, token_id: "x".into(), node: None, instance: None }
     }
 
     #[test]

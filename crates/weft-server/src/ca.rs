@@ -106,10 +106,10 @@ pub async fn create_certificate(
             )
             .into());
         }
-        (None, true) if caller.node.is_some() => {
+        (None, true) if caller.node.is_some() || caller.instance.is_some() => {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                "a proxy token bound to a node may not ask for the gateway identity",
+                "a proxy token bound to a node or an instance may not ask for the gateway identity",
             )
             .into());
         }
@@ -118,6 +118,18 @@ pub async fn create_certificate(
             let ns = req.namespace.as_deref().unwrap_or(weft_api::DEFAULT_NAMESPACE);
             weft_api::validate::dns_label(ns)
                 .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
+            // A sidecar's own token names its instance: it is certified as that one alone.
+            if let Some(bound) = &caller.instance
+                && *bound != format!("{ns}/{name}")
+            {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "this proxy token is bound to instance {bound}; it may not ask for {ns}/{name}'s identity"
+                    ),
+                )
+                .into());
+            }
             let bytes = objects::get(&app, &kinds::INSTANCE, Some(ns), name).await?;
             let inst: Instance = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::new(ErrorCode::Internal, format!("stored instance: {e}")))?;

@@ -22,7 +22,7 @@ use weft_api::selector::Selector;
 use weft_api::wire::{ApplyAction, KindDescription, KindList, Role, TokenRequest};
 use weft_api::{ApiError, ErrorCode, KindInfo, kinds};
 
-use crate::auth::{Action, Caller};
+use crate::auth::{Action, Binding, Caller};
 use crate::cache::Filter;
 use crate::error::{Error, Result};
 use crate::metrics::{RequestLabels, RouteLabels};
@@ -674,28 +674,76 @@ async fn create_token(
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     let req: TokenRequest = kinds::from_value(value)?;
     caller.require(Action::CreateToken(req.role))?;
-    check_node_binding(&caller, &req)?;
+    check_binding(&app, &caller, &req).await?;
     let ttl = req.ttl.map(|t| t.as_std());
-    let created = app.auth.create(req.role, ttl, &req.description, req.node.as_deref()).await?;
+    let binding = Binding { node: req.node.as_deref(), instance: req.instance.as_deref() };
+    let created = app.auth.create(req.role, ttl, &req.description, binding).await?;
     tracing::info!(id = %created.info.id, role = %created.info.role, by = %caller.token_id, "token created");
     Ok(json_body(StatusCode::CREATED, &created))
 }
 
-/// A node binding is for proxy tokens only, names a node, and is required when an agent mints
-/// one: a sidecar's token then gets certificates for its own node's instances alone.
-fn check_node_binding(caller: &Caller, req: &TokenRequest) -> Result<(), ApiError> {
-    match &req.node {
-        Some(_) if req.role != Role::Proxy => {
-            Err(ApiError::invalid("node", "only proxy tokens can be bound to a node"))
-        }
-        Some(node) => weft_api::validate::dns_subdomain(node)
-            .map_err(|e| ApiError::invalid("node", format!("{node:?}: {e}"))),
-        None if caller.role == Role::Agent => Err(ApiError::invalid(
-            "node",
-            "an agent must bind the proxy tokens it mints to its node (node: <node name>)",
-        )),
-        None => Ok(()),
+/// A binding is for proxy tokens only. A node binding names a node; an instance binding names
+/// an existing Instance on that node. An agent must give both: each sidecar's token then gets
+/// its own instance's certificate alone, and dies with the instance.
+async fn check_binding(app: &AppState, caller: &Caller, req: &TokenRequest) -> Result<()> {
+    if req.role != Role::Proxy && (req.node.is_some() || req.instance.is_some()) {
+        let field = if req.node.is_some() { "node" } else { "instance" };
+        return Err(ApiError::invalid(
+            field,
+            "only proxy tokens can be bound to a node or an instance",
+        )
+        .into());
     }
+    if let Some(node) = &req.node {
+        weft_api::validate::dns_subdomain(node)
+            .map_err(|e| ApiError::invalid("node", format!("{node:?}: {e}")))?;
+    }
+    match (&req.node, &req.instance) {
+        (None, _) if caller.role == Role::Agent => {
+            return Err(ApiError::invalid(
+                "node",
+                "an agent must bind the proxy tokens it mints to its node and an instance (node: <node name>, instance: <namespace>/<name>)",
+            )
+            .into());
+        }
+        (Some(_), None) if caller.role == Role::Agent => {
+            return Err(ApiError::invalid(
+                "instance",
+                "an agent must bind the proxy tokens it mints to one instance on its node (instance: <namespace>/<name>)",
+            )
+            .into());
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "instance",
+                "an instance binding needs the instance's node too (node: <node name>)",
+            )
+            .into());
+        }
+        _ => {}
+    }
+    let (Some(node), Some(instance)) = (&req.node, &req.instance) else { return Ok(()) };
+    let bad = |m: String| ApiError::invalid("instance", m);
+    let (ns, name) = instance
+        .split_once('/')
+        .ok_or_else(|| bad(format!("{instance:?}: write it as <namespace>/<name>")))?;
+    weft_api::validate::dns_label(ns).map_err(|e| bad(format!("{instance:?}: namespace: {e}")))?;
+    weft_api::validate::dns_subdomain(name).map_err(|e| bad(format!("{instance:?}: name: {e}")))?;
+    let stored = match objects::get(app, &kinds::INSTANCE, Some(ns), name).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.0.code == ErrorCode::NotFound => {
+            return Err(bad(format!("there is no instance {ns}/{name}")).into());
+        }
+        Err(e) => return Err(e),
+    };
+    let inst: weft_api::Instance = serde_json::from_slice(&stored)
+        .map_err(|e| ApiError::internal(format!("stored instance: {e}")))?;
+    if inst.spec.node.as_deref() != Some(node.as_str()) {
+        let on =
+            inst.spec.node.as_deref().map_or("no node yet".to_string(), |n| format!("node {n}"));
+        return Err(bad(format!("instance {ns}/{name} runs on {on}, not on node {node}")).into());
+    }
+    Ok(())
 }
 
 async fn revoke_token(

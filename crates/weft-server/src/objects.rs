@@ -284,9 +284,20 @@ pub async fn delete(
         Some(rv) => Precondition::ModRevision(rv),
         None => Precondition::Exists,
     };
-    match app.store.txn(vec![Op::Delete { key: key.clone(), precondition }]).await {
+    // An Instance takes its sidecar's token with it, in the same transaction: no credential
+    // outlives the workload it was minted for.
+    let tokens = match (kind == &weft_api::kinds::INSTANCE, namespace) {
+        (true, Some(ns)) => app.auth.keys_bound_to(ns, name),
+        _ => Vec::new(),
+    };
+    let mut ops = vec![Op::Delete { key: key.clone(), precondition }];
+    ops.extend(
+        tokens.iter().map(|k| Op::Delete { key: k.clone(), precondition: Precondition::None }),
+    );
+    match app.store.txn(ops).await {
         Ok(r) => match r.results.into_iter().next().flatten() {
             Some(kv) => {
+                app.auth.forget(&tokens);
                 app.metrics.record_write(kind.kind, "deleted");
                 Ok(stored::with_revision(&kv.value, r.revision))
             }

@@ -280,71 +280,180 @@ fn activating_a_service_is_for_proxies_recorded_once_a_second_and_checked() {
     s.call("GET", path, Some(&proxy), None).error(405, "MethodNotAllowed");
 }
 
-/// A proxy token bound to a node (what agents give their sidecars) gets workload certificates
-/// for that node's instances only: one compromised node cannot mint another node's identities.
+/// A proxy token bound to a node gets workload certificates for that node's instances only:
+/// one compromised node cannot mint another node's identities.
 #[test]
 fn a_node_bound_proxy_token_is_certified_for_its_own_nodes_instances_only() {
     use serde_json::json;
     use weft_ca::{Csr, SpiffeId};
 
     let s = Server::start();
-    let inst = json!({
-        "apiVersion": "weft/v1", "kind": "Instance",
-        "metadata": {"name": "web-1"},
-        "spec": {"deployment": "web", "node": "n1", "template": {"command": ["web"]}}
-    });
-    let r = s.put_json("/api/v1/namespaces/default/instances/web-1", &inst);
-    assert!(r.status == 201 || r.status == 200, "{}", r.text());
+    put_instance(&s, "web-1", "n1");
     let create = |node: &str| s.cli(&["token", "create", "--role", "proxy", "--node", node]);
     let on_n1 = create("n1").ok().stdout.trim().to_string();
     let on_n2 = create("n2").ok().stdout.trim().to_string();
-    let post = |token: &str, body: serde_json::Value| {
-        s.call(
-            "POST",
-            "/api/v1/certificates",
-            Some(token),
-            Some(("application/json", body.to_string().as_bytes())),
-        )
-    };
     let csr = Csr::generate(&SpiffeId::new("weft.local", "default", "web")).unwrap();
     let ask = json!({"csr": csr.csr_pem, "instance": "web-1"});
-    assert_eq!(post(&on_n1, ask.clone()).status, 201);
-    let msg = post(&on_n2, ask).error(403, "Forbidden");
+    assert_eq!(ask_certificate(&s, &on_n1, &ask).status, 201);
+    let msg = ask_certificate(&s, &on_n2, &ask).error(403, "Forbidden");
     assert_eq!(
         msg,
         "this proxy token is bound to node n2, and instance default/web-1 runs on node n1"
     );
     let gw = Csr::generate(&SpiffeId::new("weft.local", "weft-system", "gateway")).unwrap();
-    let msg = post(&on_n1, json!({"csr": gw.csr_pem, "gateway": true})).error(403, "Forbidden");
+    let msg = ask_certificate(&s, &on_n1, &json!({"csr": gw.csr_pem, "gateway": true}))
+        .error(403, "Forbidden");
     assert!(msg.contains("may not ask for the gateway identity"), "{msg}");
     let listed = list_cli(&s);
     assert!(listed.contains("NODE") && listed.contains(" n1 "), "{listed}");
 
-    // Bad input, nothing created: a binding on another role, a bad node name; an agent that
-    // does not bind the proxy token it mints.
+    // Bad input, nothing created: a binding on another role, a bad node name.
     let count = || list_cli(&s).lines().count();
     let before = count();
     let out = s.cli(&["token", "create", "--role", "viewer", "--node", "n1"]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("only proxy tokens can be bound to a node"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("only proxy tokens can be bound to a node or an instance"),
+        "{}",
+        out.stderr
+    );
     let out = s.cli(&["token", "create", "--role", "proxy", "--node", "Not_A_Node"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("node"), "{}", out.stderr);
+    assert_eq!(count(), before, "nothing created");
+}
+
+/// What an agent gives each sidecar: a proxy token bound to the sidecar's own instance. It is
+/// certified as that instance alone (not as its neighbours on the node), an agent may mint no
+/// looser one, and deleting the instance revokes it in the same write.
+#[test]
+fn an_instance_bound_token_is_certified_as_its_instance_alone_and_dies_with_it() {
+    use serde_json::json;
+    use weft_ca::{Csr, SpiffeId};
+
+    let s = Server::start();
+    put_instance(&s, "web-1", "n1");
+    put_instance(&s, "web-2", "n1");
+    put_instance(&s, "api-1", "n2");
     let agent = s.create_token("agent", None);
-    let body = |v: serde_json::Value| v.to_string().into_bytes();
-    let r = s.call(
-        "POST",
-        "/api/v1/tokens",
-        Some(&agent),
-        Some(("application/json", &body(json!({"role": "proxy"})))),
-    );
-    assert!(r.error(422, "Invalid").contains("must bind the proxy tokens it mints"));
-    assert_eq!(count(), before + 1, "nothing created but the agent token");
-    let r = s.call(
-        "POST",
-        "/api/v1/tokens",
-        Some(&agent),
-        Some(("application/json", &body(json!({"role": "proxy", "node": "n1"})))),
-    );
+    let mint = |body: serde_json::Value| {
+        s.call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&agent),
+            Some(("application/json", body.to_string().as_bytes())),
+        )
+    };
+    let r = mint(json!({"role": "proxy", "node": "n1", "instance": "default/web-1"}));
     assert_eq!(r.status, 201, "{}", r.text());
+    let created: serde_json::Value = r.json();
+    let web1 = created["token"].as_str().unwrap().to_string();
+    assert_eq!(created["info"]["instance"], "default/web-1", "{created}");
+
+    let csr = Csr::generate(&SpiffeId::new("weft.local", "default", "web")).unwrap();
+    let own = json!({"csr": csr.csr_pem, "instance": "web-1"});
+    assert_eq!(ask_certificate(&s, &web1, &own).status, 201);
+    // The neighbour on the same node has the same identity, yet this token may not speak for it.
+    let neighbour = json!({"csr": csr.csr_pem, "instance": "web-2"});
+    let msg = ask_certificate(&s, &web1, &neighbour).error(403, "Forbidden");
+    assert_eq!(
+        msg,
+        "this proxy token is bound to instance default/web-1; it may not ask for default/web-2's identity"
+    );
+    let gw = Csr::generate(&SpiffeId::new("weft.local", "weft-system", "gateway")).unwrap();
+    ask_certificate(&s, &web1, &json!({"csr": gw.csr_pem, "gateway": true}))
+        .error(403, "Forbidden");
+    // The sidecar can still read what it routes by.
+    assert_eq!(s.call("GET", "/api/v1/namespaces/default/services", Some(&web1), None).status, 200);
+    let listed = list_cli(&s);
+    assert!(listed.contains("INSTANCE") && listed.contains("default/web-1"), "{listed}");
+
+    // An admin may bind one from the CLI; --instance needs --node.
+    let out = s.cli(&[
+        "token",
+        "create",
+        "--role",
+        "proxy",
+        "--node",
+        "n1",
+        "--instance",
+        "default/web-2",
+    ]);
+    let web2 = out.ok().stdout.trim().to_string();
+    let out = s.cli(&["token", "create", "--role", "proxy", "--instance", "default/web-2"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("--node"), "{}", out.stderr);
+
+    // Bad input: each refused whole, nothing created.
+    let count = || list_cli(&s).lines().count();
+    let before = count();
+    let cases = [
+        (
+            json!({"role": "proxy", "node": "n1"}),
+            "must bind the proxy tokens it mints to one instance",
+        ),
+        (
+            json!({"role": "proxy"}),
+            "must bind the proxy tokens it mints to its node and an instance",
+        ),
+        (
+            json!({"role": "proxy", "node": "n1", "instance": "default/api-1"}),
+            "instance default/api-1 runs on node n2, not on node n1",
+        ),
+        (
+            json!({"role": "proxy", "node": "n1", "instance": "default/gone"}),
+            "there is no instance default/gone",
+        ),
+        (
+            json!({"role": "proxy", "node": "n1", "instance": "web-1"}),
+            "write it as <namespace>/<name>",
+        ),
+        (json!({"role": "proxy", "node": "n1", "instance": "Bad_NS/web-1"}), "namespace"),
+        (json!({"role": "proxy", "node": "n1", "instance": "default/"}), "name"),
+        (json!({"role": "proxy", "instance": "default/web-1"}), "must bind"),
+    ];
+    for (body, want) in cases {
+        let msg = mint(body.clone()).error(422, "Invalid");
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+    let msg = s
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&s.token),
+            Some((
+                "application/json",
+                json!({"role": "proxy", "instance": "default/web-1"}).to_string().as_bytes(),
+            )),
+        )
+        .error(422, "Invalid");
+    assert!(msg.contains("needs the instance's node too"), "{msg}");
+    assert_eq!(count(), before, "nothing created");
+
+    // Deleting the instance revokes its tokens, and only its tokens.
+    let r = s.call("DELETE", "/api/v1/namespaces/default/instances/web-1", Some(&s.token), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = s.call("GET", "/api/v1/namespaces/default/services", Some(&web1), None);
+    assert!(m.error(401, "Unauthorized").contains("unknown or revoked"));
+    assert!(!list_cli(&s).contains("default/web-1"));
+    assert_eq!(s.call("GET", "/api/v1/namespaces/default/services", Some(&web2), None).status, 200);
+}
+
+fn put_instance(s: &Server, name: &str, node: &str) {
+    let inst = serde_json::json!({
+        "apiVersion": "weft/v1", "kind": "Instance",
+        "metadata": {"name": name},
+        "spec": {"deployment": "web", "node": node, "template": {"command": ["web"]}}
+    });
+    let r = s.put_json(&format!("/api/v1/namespaces/default/instances/{name}"), &inst);
+    assert!(r.status == 201 || r.status == 200, "{}", r.text());
+}
+
+fn ask_certificate(s: &Server, token: &str, body: &serde_json::Value) -> common::Resp {
+    s.call(
+        "POST",
+        "/api/v1/certificates",
+        Some(token),
+        Some(("application/json", body.to_string().as_bytes())),
+    )
 }

@@ -26,6 +26,11 @@ pub enum TokenCommand {
         /// on that node (agents bind the tokens they give their sidecars this way)
         #[arg(long, value_name = "NODE")]
         node: Option<String>,
+        /// Bind a node-bound proxy token to one instance on that node (NAMESPACE/NAME): its
+        /// only certificate is that instance's, and deleting the instance revokes it (agents
+        /// give each sidecar such a token)
+        #[arg(long, value_name = "NS/NAME", requires = "node")]
+        instance: Option<String>,
     },
     /// List tokens (never their secrets)
     List,
@@ -41,7 +46,7 @@ pub enum TokenCommand {
 pub async fn run(conn: &Connection, cmd: TokenCommand) -> anyhow::Result<()> {
     let client = conn.client()?;
     match cmd {
-        TokenCommand::Create { role, ttl, description, node } => {
+        TokenCommand::Create { role, ttl, description, node, instance } => {
             let role: Role = role.parse().map_err(exit::usage)?;
             let ttl = match ttl {
                 Some(t) => {
@@ -49,7 +54,7 @@ pub async fn run(conn: &Connection, cmd: TokenCommand) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let req = weft_api::wire::TokenRequest { role, ttl, description, node };
+            let req = weft_api::wire::TokenRequest { role, ttl, description, node, instance };
             let created = client.request_token(&req).await?;
             let expires = created.info.expires.clone().unwrap_or_else(|| "never".into());
             eprintln!(
@@ -69,11 +74,12 @@ pub async fn run(conn: &Connection, cmd: TokenCommand) -> anyhow::Result<()> {
                         output::age(&t.created),
                         t.expires.clone().unwrap_or_else(|| "never".into()),
                         t.node.clone().unwrap_or_else(|| "-".into()),
+                        t.instance.clone().unwrap_or_else(|| "-".into()),
                         t.description.clone(),
                     ]
                 })
                 .collect();
-            let header = ["ID", "ROLE", "AGE", "EXPIRES", "NODE", "DESCRIPTION"];
+            let header = ["ID", "ROLE", "AGE", "EXPIRES", "NODE", "INSTANCE", "DESCRIPTION"];
             print!("{}", output::table(&header, &rows));
         }
         TokenCommand::Revoke { target } => {
