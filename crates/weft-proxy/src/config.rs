@@ -45,6 +45,7 @@ Modes:
   static sidecar        weft proxy --config FILE
   dynamic sidecar       weft proxy --server URL --token T --instance NAME [--namespace NS]
   ingress gateway       weft proxy --gateway ADDR --server URL --token T   (or --config FILE)
+  (--server takes a comma-separated list of api servers; for https ones, --ca-file FILE)
 
 Listener flags (both sidecar modes; added to the --config file's, and to the Instance's upstreams):
   --inbound NAME=PUBLIC_ADDR:APP_ADDR[:PROTOCOL]   the instance's port NAME: PUBLIC_ADDR is owned by
@@ -94,6 +95,10 @@ pub struct ProxyArgs {
     /// Api token with the proxy role (dynamic mode).
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Certificates to trust for an https api server (PEM), e.g. the server's api-ca.crt
+    /// (dynamic mode).
+    #[arg(long, env = "WEFT_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<String>,
     /// The Instance this sidecar stands beside (dynamic mode): its labels, namespace and
     /// upstreams are read from the api.
     #[arg(long, value_name = "NAME")]
@@ -239,6 +244,7 @@ impl Default for ProxyArgs {
             config: None,
             server: None,
             token: None,
+            ca_file: None,
             instance: None,
             namespace: None,
             inbound: Vec::new(),
@@ -288,6 +294,9 @@ impl ProxyArgs {
         if let Ok(token) = std::env::var("WEFT_TOKEN") {
             out.token = Some(token);
         }
+        if let Ok(ca) = std::env::var("WEFT_CA_FILE") {
+            out.ca_file = Some(ca);
+        }
         let mut seen: Vec<&str> = Vec::new();
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -328,9 +337,10 @@ impl ProxyArgs {
                     out.admin = Some(value);
                     continue;
                 }
-                "config" | "server" | "token" | "instance" | "namespace" | "outbound"
-                | "gateway" | "mtls" | "mtls-cert" | "mtls-key" | "mtls-ca" => {
+                "config" | "server" | "token" | "ca-file" | "instance" | "namespace"
+                | "outbound" | "gateway" | "mtls" | "mtls-cert" | "mtls-key" | "mtls-ca" => {
                     let slot = match name {
+                        "ca-file" => &mut out.ca_file,
                         "mtls" => &mut out.mtls,
                         "mtls-cert" => &mut out.mtls_cert,
                         "mtls-key" => &mut out.mtls_key,
@@ -878,6 +888,7 @@ mod tests {
                 "shop",
             ],
             &["--gateway", "127.0.0.1:8080", "--server=http://127.0.0.1:7070", "--admin", "x"],
+            &["--gateway", "127.0.0.1:8080", "--server", "https://a:7070", "--ca-file", "ca.crt"],
             &[
                 "--service",
                 "shop",

@@ -77,6 +77,7 @@ pub use policy::authz::BenchTable as AuthzBenchTable;
 /// that already runs tokio and wants the proxy's signal handling. To stop it yourself, use
 /// [`run_until`].
 pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    runtime::trust_ca_file(&args);
     let config = Config::from_args(&args)?;
     runtime::run_embedded(config, runtime::Stop::Signals).await
 }

@@ -41,6 +41,7 @@ pub fn main_from_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
 /// Runs `weft proxy` to the end and returns the process exit code: 0 after a drain, 64 for a bad
 /// flag, 1 for anything else the user can act on (each printed as one line on stderr).
 pub fn main(args: ProxyArgs) -> ExitCode {
+    trust_ca_file(&args);
     let config = match Config::from_args(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -54,6 +55,13 @@ pub fn main(args: ProxyArgs) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `--ca-file`: every api client of this process trusts it.
+pub(crate) fn trust_ca_file(args: &ProxyArgs) {
+    if let Some(ca) = args.ca_file.as_deref().filter(|c| !c.is_empty()) {
+        weft_client::tls::set_default_ca_file(Some(ca.into()));
     }
 }
 

@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// Run the whole platform on this machine (api, controllers, agent, gateway) and apply -f
     Up(cmd::up::UpArgs),
-    /// Run the api server on an embedded store
+    /// Run the api server, on the embedded store or on etcd (--store etcd://…)
     Server(cmd::server::ServerArgs),
     /// Run the node agent: register this machine and run the instances placed on it
     Agent(Box<weft_agent::AgentArgs>),

@@ -353,3 +353,48 @@ spec:
     assert_eq!(cert["role"], "proxy");
     assert!(cert["name"].as_str().unwrap().starts_with("spiffe://"), "{cert}");
 }
+
+/// `weft proxy` takes `--ca-file` (or `WEFT_CA_FILE`) like every other command: a gateway
+/// started by hand follows a TLS api with it, and without it says the certificate is untrusted.
+#[test]
+fn a_gateway_follows_a_tls_api_given_the_ca_file_and_says_why_without_it() {
+    let s = Server::with_args(&["--tls", "auto"]);
+    let ca = s.dir.join("api-ca.crt");
+    let token = s.cli(&["token", "create", "--role", "proxy"]).ok().stdout.trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str, ca: Option<&Path>| {
+        let admin = format!("127.0.0.1:{}", closed_port());
+        let mut args: Vec<String> = [
+            "--gateway",
+            &format!("127.0.0.1:{}", closed_port()),
+            "--server",
+            &format!("https://127.0.0.1:{},{}", closed_port(), s.url),
+            "--token",
+            &token,
+            "--admin",
+            &admin,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if let Some(ca) = ca {
+            args.extend(["--ca-file".to_string(), ca.display().to_string()]);
+        }
+        (common::mesh::proxy(dir.path(), name, &args), admin)
+    };
+
+    let (_trusting, admin) = start("trusting", Some(&ca));
+    wait_for("the gateway's first configuration over https", Duration::from_secs(20), || {
+        let r = request(&admin, "GET", "/ready", None, &[], None).ok()?;
+        (r.status == 200).then_some(())
+    });
+
+    let (untrusting, admin) = start("untrusting", None);
+    let log = wait_for("the gateway to say why it cannot sync", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&untrusting.log).ok()?;
+        text.contains("not trusted").then_some(text)
+    });
+    assert!(log.contains("--ca-file"), "{log}");
+    let r = request(&admin, "GET", "/ready", None, &[], None).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+}
