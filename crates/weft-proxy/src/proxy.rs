@@ -25,6 +25,10 @@ use crate::routes::{self, BuildEnv, Desired, Snapshot};
 use crate::sidecar::Source;
 use crate::tls::Conn;
 
+/// How long a stopping proxy waits for its last spans to be sent. The agent gives a sidecar 5 s
+/// between SIGTERM and SIGKILL, and the drain comes first.
+pub const FLUSH_WITHIN: Duration = Duration::from_secs(2);
+
 /// The sidecar's live configuration.
 #[derive(Debug)]
 pub(crate) struct Sidecar {
@@ -455,6 +459,19 @@ impl Proxy {
             }
         };
         tokio::join!(trigger, self.serve(listener));
+        self.flush_telemetry().await;
+    }
+
+    /// Starts the span exporter and the access-log writer on the current runtime, if no
+    /// runtime has yet. The process's main runtime does so before its workers start, so that
+    /// the exporter outlives them and [`Proxy::flush_telemetry`] finds it.
+    pub(crate) fn start_telemetry(&self) {
+        self.obs.spawn();
+    }
+
+    /// Sends the spans still queued (at most [`FLUSH_WITHIN`]), after the drain.
+    pub async fn flush_telemetry(&self) {
+        self.obs.flush(FLUSH_WITHIN).await;
     }
 
     /// Serves the admin endpoints (`/metrics`, `/ready`, `/live`, `/config`) on `listener` until

@@ -88,6 +88,8 @@ fn run_process(mut config: Config) -> anyhow::Result<()> {
         let _entered = rt.enter();
         proxy.bind()?
     };
+    // The exporter lives on this runtime, which outlives the workers: the flush below finds it.
+    rt.block_on(async { proxy.start_telemetry() });
 
     // Extra single-threaded workers share the listening sockets; each has its own pool.
     let mut workers = Vec::new();
@@ -105,10 +107,11 @@ fn run_process(mut config: Config) -> anyhow::Result<()> {
             workers.push(handle);
         }
     }
-    rt.block_on(serve_main(proxy, listeners, Stop::Signals))?;
+    rt.block_on(serve_main(proxy.clone(), listeners, Stop::Signals))?;
     for w in workers {
         let _ = w.join();
     }
+    rt.block_on(proxy.flush_telemetry());
     Ok(())
 }
 
@@ -242,5 +245,8 @@ pub(crate) async fn run_embedded(mut config: Config, stop: Stop) -> anyhow::Resu
     crate::control::read_instance(&mut config).await?;
     let proxy = Proxy::new(config);
     let listeners = proxy.bind()?;
-    serve_main(proxy, listeners, stop).await
+    proxy.start_telemetry();
+    serve_main(proxy.clone(), listeners, stop).await?;
+    proxy.flush_telemetry().await;
+    Ok(())
 }

@@ -293,3 +293,45 @@ fn requests_through_the_demo_make_one_trace_and_json_access_logs() {
             .then_some(())
     });
 }
+
+/// A real `weft proxy` process (several worker threads) that gets SIGTERM sends the spans it
+/// was still batching before it exits: the last requests of a sidecar being scaled down keep
+/// their traces.
+#[test]
+fn a_proxy_process_sends_its_last_spans_when_it_is_stopped() {
+    let collector = Collector::start();
+    let app = common::mesh::app();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", closed_port());
+    let admin = format!("127.0.0.1:{}", closed_port());
+    let args: Vec<String> = [
+        "--listen",
+        &listen,
+        "--upstream",
+        &app.to_string(),
+        "--admin",
+        &admin,
+        "--threads",
+        "2",
+        "--otlp-endpoint",
+        &format!("http://127.0.0.1:{}", collector.port),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut p = common::mesh::proxy(dir.path(), "proxy", &args);
+    wait_for("the proxy", Duration::from_secs(20), || get(&admin, "/ready", "").map(|_| ()));
+    for i in 0..5 {
+        let tp = format!("00-{:032x}-00f067aa0ba902b7-01", 0xabc0 + i);
+        let (status, _) = get(&listen, "/", &format!("traceparent: {tp}\r\n")).unwrap();
+        assert_eq!(status, 200);
+    }
+    let pid = p.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status =
+        wait_for("the proxy to exit", Duration::from_secs(20), || p.child.try_wait().unwrap());
+    assert!(status.success(), "{}", p.log_text());
+    // Exited means sent: the batch interval (a second) did not have to pass.
+    let ours = (0..5).filter(|i| !collector.of_trace(&format!("{:032x}", 0xabc0 + i)).is_empty());
+    assert_eq!(ours.count(), 5, "{}", p.log_text());
+}

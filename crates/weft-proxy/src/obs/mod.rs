@@ -236,6 +236,10 @@ pub(crate) struct Obs {
     spans: Option<mpsc::Sender<Arc<Record>>>,
     log: Option<mpsc::Sender<Arc<Record>>>,
     receivers: Mutex<Receivers>,
+    /// Tells the span exporter to send what is queued and end ([`Obs::flush`]).
+    stop_exporter: Arc<tokio::sync::Notify>,
+    /// Completes when the span exporter has ended (or was dropped with its runtime).
+    exporter_done: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for Obs {
@@ -283,6 +287,8 @@ impl Obs {
             spans,
             log,
             receivers: Mutex::new((span_rx, log_rx)),
+            stop_exporter: Arc::new(tokio::sync::Notify::new()),
+            exporter_done: Mutex::new(None),
         }
     }
 
@@ -302,12 +308,29 @@ impl Obs {
             let sink = otlp::HttpSink::new(&url);
             let encoder = otlp::Encoder::new(&self.resource);
             let metrics = self.metrics.clone();
-            tokio::spawn(otlp::run(rx, sink, encoder, otlp::Batching::DEFAULT, metrics));
+            let stop = self.stop_exporter.clone();
+            let (done, done_rx) = tokio::sync::oneshot::channel();
+            *self.exporter_done.lock().unwrap_or_else(|e| e.into_inner()) = Some(done_rx);
+            tokio::spawn(async move {
+                otlp::run(rx, sink, encoder, otlp::Batching::DEFAULT, metrics, stop).await;
+                let _ = done.send(());
+            });
         }
         if let Some(rx) = log_rx {
             let to = self.config.access_log.clone();
             let metrics = self.metrics.clone();
             tokio::spawn(access_log::run(rx, to, metrics));
+        }
+    }
+
+    /// Sends the spans still queued, waiting at most `within`: called once the proxy has
+    /// drained, so that a stopping proxy's last requests are not lost. Spans recorded after
+    /// this are dropped. Without an exporter, returns at once.
+    pub(crate) async fn flush(&self, within: std::time::Duration) {
+        let done = self.exporter_done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(done) = done {
+            self.stop_exporter.notify_one();
+            let _ = tokio::time::timeout(within, done).await;
         }
     }
 

@@ -7,7 +7,9 @@
 //! encodes them and POSTs them. A failed POST is retried a little ([`Batching::retries`], with
 //! backoff) when the failure may pass (connection refused, 429, 502-504); then the batch is
 //! dropped and counted. Meanwhile requests keep queueing with `try_send`, and a full queue
-//! drops spans: the exporter can be slow or down without slowing a request.
+//! drops spans: the exporter can be slow or down without slowing a request. When the proxy
+//! stops, a notification on `stop` makes the task send what is queued at once, without waiting
+//! for the interval, and end: the last requests of a sidecar being scaled down keep their spans.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::{ObsMetrics, Record, Resource};
 
@@ -54,27 +56,51 @@ pub(crate) trait Sink: Send + 'static {
     fn send(&mut self, body: Bytes) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
-/// The exporter task: runs until the queue is closed.
+/// The exporter task: runs until the queue is closed, or until `stop` is notified and what was
+/// queued then is sent.
 pub(crate) async fn run<S: Sink>(
     mut rx: mpsc::Receiver<Arc<Record>>,
     mut sink: S,
     encoder: Encoder,
     batching: Batching,
     metrics: ObsMetrics,
+    stop: Arc<Notify>,
 ) {
     let mut batch: Vec<Arc<Record>> = Vec::with_capacity(batching.max_batch);
+    let mut stopping = false;
     loop {
-        let Some(first) = rx.recv().await else { return };
-        batch.push(first);
-        let until = tokio::time::Instant::now() + batching.interval;
         let mut closed = false;
-        while batch.len() < batching.max_batch {
+        if stopping {
+            while batch.len() < batching.max_batch {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+        } else {
             tokio::select! {
                 r = rx.recv() => match r {
-                    Some(s) => batch.push(s),
-                    None => { closed = true; break; }
+                    Some(first) => batch.push(first),
+                    None => return,
                 },
-                () = tokio::time::sleep_until(until) => break,
+                () = stop.notified() => {
+                    stopping = true;
+                    continue;
+                }
+            }
+            let until = tokio::time::Instant::now() + batching.interval;
+            while batch.len() < batching.max_batch {
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Some(s) => batch.push(s),
+                        None => { closed = true; break; }
+                    },
+                    () = tokio::time::sleep_until(until) => break,
+                    () = stop.notified() => { stopping = true; break; }
+                }
             }
         }
         let n = batch.len() as u64;
@@ -409,14 +435,65 @@ mod tests {
         backoff: Duration::from_millis(100),
     };
 
+    fn no_stop() -> Arc<Notify> {
+        Arc::new(Notify::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_sends_what_is_queued_at_once_and_ends() {
+        let (tx, rx) = mpsc::channel(16);
+        let sink = FakeSink::default();
+        let metrics = ObsMetrics::default();
+        let stop = no_stop();
+        let t0 = Instant::now();
+        let task = tokio::spawn(run(
+            rx,
+            sink.clone(),
+            Encoder::new(&resource()),
+            B,
+            metrics.clone(),
+            stop.clone(),
+        ));
+        // Two wait for the interval (a batch is three); five more come after the stop.
+        tx.send(record(0, true)).await.unwrap();
+        tx.send(record(1, true)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(sink.sent.lock().unwrap().is_empty());
+        for i in 2..7 {
+            tx.send(record(i, true)).await.unwrap();
+        }
+        stop.notify_one();
+        // The queue is still open (the proxy holds its sender): the task ends on its own.
+        tokio::time::timeout(Duration::from_millis(1), task).await.unwrap().unwrap();
+        let sent = sink.sent.lock().unwrap().clone();
+        assert_eq!(sent.iter().map(|(_, n)| n).sum::<usize>(), 7, "{sent:?}");
+        assert!(sent.iter().all(|(t, _)| *t == t0 + Duration::from_millis(10)), "{sent:?}");
+        assert!(metric(&metrics).contains("weft_spans_exported_total 7"));
+        drop(tx);
+
+        // A stop with nothing queued ends it at once too.
+        let (_tx, rx) = mpsc::channel(16);
+        let stop = no_stop();
+        stop.notify_one();
+        let task =
+            tokio::spawn(run(rx, FakeSink::default(), Encoder::new(&resource()), B, metrics, stop));
+        tokio::time::timeout(Duration::from_millis(1), task).await.unwrap().unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn batches_by_size_and_by_time() {
         let (tx, rx) = mpsc::channel(16);
         let sink = FakeSink::default();
         let metrics = ObsMetrics::default();
         let t0 = Instant::now();
-        let task =
-            tokio::spawn(run(rx, sink.clone(), Encoder::new(&resource()), B, metrics.clone()));
+        let task = tokio::spawn(run(
+            rx,
+            sink.clone(),
+            Encoder::new(&resource()),
+            B,
+            metrics.clone(),
+            no_stop(),
+        ));
         for i in 0..4 {
             tx.send(record(i, true)).await.unwrap();
         }
@@ -440,8 +517,14 @@ mod tests {
         *sink.fail.lock().unwrap() = vec![SinkError::Transient("down".into()); 3];
         let metrics = ObsMetrics::default();
         let t0 = Instant::now();
-        let task =
-            tokio::spawn(run(rx, sink.clone(), Encoder::new(&resource()), B, metrics.clone()));
+        let task = tokio::spawn(run(
+            rx,
+            sink.clone(),
+            Encoder::new(&resource()),
+            B,
+            metrics.clone(),
+            no_stop(),
+        ));
         for i in 0..3 {
             tx.send(record(i, false)).await.unwrap();
         }

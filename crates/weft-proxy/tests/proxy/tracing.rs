@@ -261,6 +261,29 @@ async fn an_unreachable_collector_never_fails_a_request_and_drops_are_counted() 
     }
 }
 
+/// A proxy that stops sends the spans it still holds before it ends, rather than dropping the
+/// last second of them (the exporter batches for up to a second).
+#[tokio::test]
+async fn a_stopping_proxy_sends_its_last_spans_before_it_ends() {
+    for engine in ENGINES {
+        let up = RawUpstream::hello("hi").await;
+        let collector = Collector::start().await;
+        let mut p = traced_proxy(up.addr, engine, Some(collector.url.clone()), 1.0, None).await;
+        let mut c = Conn::connect(p.addr).await;
+        for _ in 0..3 {
+            let res = within("a request", c.request("GET / HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+            assert_eq!(res.unwrap().status, 200, "{engine:?}");
+        }
+        drop(c);
+        p.shutdown();
+        within("the proxy to stop", &mut p.served).await.unwrap();
+        // Ended means sent (the batch interval is a second): no waiting here.
+        assert_eq!(collector.len(), 3, "{engine:?}");
+        let metrics = p.proxy.metrics().encode();
+        assert!(metrics.contains("weft_spans_exported_total 3"), "{engine:?}: {metrics}");
+    }
+}
+
 /// An h2c upstream that answers with the `traceparent` it received in `x-saw-traceparent`.
 async fn h2_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
