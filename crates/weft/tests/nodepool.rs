@@ -231,6 +231,84 @@ fn a_local_pool_grows_for_pending_instances_and_shrinks_when_they_go() {
     });
 }
 
+/// Scale-down moves a service whose only replica sits on the pool node without a failed or
+/// even a held request: the deployment makes the replacement elsewhere first (its surge), and
+/// the old instance stops once the new one is ready.
+#[test]
+fn a_drained_pool_nodes_only_replica_moves_without_a_failed_or_held_request() {
+    let admin = format!("127.0.0.1:{}", closed_port());
+    let up = Up::start(&["--capacity", "cpu=1,memory=2Gi", "--gateway-admin", &admin]);
+    let mut spec = good_spec();
+    spec["maxNodes"] = json!(1);
+    apply(&up, &pool("burst", spec));
+    // The filler takes the home node; web must go to a pool node.
+    let mut filler = web(1, "900m");
+    filler["metadata"]["name"] = json!("filler");
+    apply(&up, &filler);
+    wait_for("the filler ready at home", Duration::from_secs(120), || {
+        (ready_on(&up, "filler").len() == 1).then_some(())
+    });
+    apply(&up, &demo_web_service());
+    apply(&up, &web(1, "500m"));
+    let first = wait_for("web ready on a pool node", Duration::from_secs(180), || {
+        let r = ready_on(&up, "web");
+        (r.len() == 1 && r[0].starts_with("burst-")).then(|| r[0].clone())
+    });
+    wait_for("web served through the gateway", Duration::from_secs(60), || {
+        (!served_by(&up).is_empty()).then_some(())
+    });
+
+    // Steady load through the gateway while the pool node goes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, gw) = (stop.clone(), up.gateway.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http_get(&gw, "/api/prices?ids=tea") {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (ok, failed)
+        })
+    };
+    // Room at home again: the pool node (500m of 2 cpu) is unneeded after 5 s, and drained.
+    up.cli(&["delete", "deploy", "filler"]).ok();
+    wait_for("the pool node removed", Duration::from_secs(180), || {
+        pool_nodes(&up).is_empty().then_some(())
+    });
+    let home = wait_for("web ready at home", Duration::from_secs(60), || {
+        let r = ready_on(&up, "web");
+        (r.len() == 1 && !r[0].starts_with("burst-")).then(|| r[0].clone())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    println!("DRAIN_REQUESTS ok={ok} failed={}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok,
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 50, "too little load to say anything: {ok}");
+    let metrics = request(&admin, "GET", "/metrics", None, &[], None).unwrap().text();
+    let held: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("weft_held_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(held, 0.0, "requests were held (web had no endpoint during the drain): {metrics}");
+    assert_ne!(home, first);
+    let status = pool_status(&up);
+    assert!(
+        status["lastScaleDown"]["reason"].as_str().unwrap_or("").contains("of its allocatable"),
+        "{status}"
+    );
+}
+
 /// The instances that answered 20 requests through the gateway.
 fn served_by(up: &Up) -> Vec<String> {
     let mut who = Vec::new();

@@ -22,6 +22,9 @@ pub(crate) async fn reconcile(ctx: &Context, key: &ObjectKey) -> Result<Option<D
     }
     let nodes = &ctx.nodes;
     let node_state = |name: &str| match nodes.get(&ObjectKey::new("", name)) {
+        Some(n) if n.status.as_ref().is_some_and(|s| s.ready) && is_draining(&n) => {
+            NodeState::Draining
+        }
         Some(n) if n.status.as_ref().is_some_and(|s| s.ready) => NodeState::Ready,
         Some(_) => NodeState::NotReady,
         None => NodeState::Unknown,
@@ -131,4 +134,10 @@ async fn write_status(
     // Recorded without fan-out: nothing else depends on a deployment's status.
     ctx.deployments.write_through(written);
     Ok(())
+}
+
+/// A node a node pool is draining for removal: cordoned, with `weft.dev/scale-down`.
+pub(crate) fn is_draining(n: &weft_api::Node) -> bool {
+    n.spec.unschedulable
+        && n.metadata.annotations.contains_key(crate::nodepool::SCALE_DOWN_ANNOTATION)
 }

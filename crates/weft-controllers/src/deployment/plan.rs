@@ -13,6 +13,9 @@
 //! - Old-template instances are marked terminating while at least `replicas - maxUnavailable`
 //!   stay ready, and never more than `total - minAvailable - (new ones not ready yet)`, the
 //!   Kubernetes bound that keeps a rollout of broken new instances from eating the old ones.
+//! - Instances on a node being drained for removal (a node pool's scale-down) are replaced
+//!   like old-template ones: surge first, then stop within the same bounds. A deployment
+//!   whose replicas all sit on that node never goes dark, unless its strategy has no surge.
 //! - Scale-down removes, first, instances not scheduled, then not running, then not ready,
 //!   then the newest.
 //! - An instance with no node has no agent to stop it: it is deleted instead of marked.
@@ -41,6 +44,8 @@ pub enum NodeState {
     NotReady,
     /// No such node: deleted, or not seen yet.
     Unknown,
+    /// Ready, but cordoned to be removed (`weft.dev/scale-down`): its instances move elsewhere.
+    Draining,
 }
 
 /// Everything the decision depends on.
@@ -73,6 +78,8 @@ pub enum Why {
     Orphaned,
     /// Already terminating, but it has no node whose agent could finish the job.
     Unbound,
+    /// Replaced elsewhere because its node is being drained for removal.
+    NodeDrained,
 }
 
 /// One write.
@@ -196,6 +203,7 @@ pub fn reconcile(o: &Observed<'_>, rng: &mut dyn RngCore) -> Plan {
 
     // Sort out the instances that do not count.
     let mut active: Vec<&Arc<Instance>> = Vec::new();
+    let mut drained: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for i in o.instances.iter() {
         if i.spec.terminating {
             if i.spec.node.is_none() {
@@ -210,6 +218,9 @@ pub fn reconcile(o: &Observed<'_>, rng: &mut dyn RngCore) -> Plan {
         if let Some(node) = &i.spec.node {
             match (o.node)(node) {
                 NodeState::Ready => {}
+                NodeState::Draining => {
+                    drained.insert(i.metadata.name.as_str());
+                }
                 NodeState::NotReady => {
                     plan.stop(i, Why::NodeLost);
                     continue;
@@ -229,8 +240,10 @@ pub fn reconcile(o: &Observed<'_>, rng: &mut dyn RngCore) -> Plan {
         }
         active.push(i);
     }
-    let (mut new, mut old): (Vec<_>, Vec<_>) =
-        active.iter().copied().partition(|i| i.spec.template_hash == hash);
+    let (mut new, mut old): (Vec<_>, Vec<_>) = active
+        .iter()
+        .copied()
+        .partition(|i| i.spec.template_hash == hash && !drained.contains(i.metadata.name.as_str()));
 
     // Scale up the new template, within replicas + surge.
     let room = max_total.saturating_sub(active.len());
@@ -273,7 +286,8 @@ pub fn reconcile(o: &Observed<'_>, rng: &mut dyn RngCore) -> Plan {
                 available -= 1;
             }
             budget -= 1;
-            plan.stop(i, Why::Rollout);
+            let drain = drained.contains(i.metadata.name.as_str());
+            plan.stop(i, if drain { Why::NodeDrained } else { Why::Rollout });
         }
     }
 

@@ -388,8 +388,10 @@ async fn start_drain(ctx: &Context, node: &str, now: SystemTime) -> Result<(), E
     Ok(())
 }
 
-/// One step of a drain: stop the node's instances (their deployments replace them elsewhere);
-/// once none is left, or the drain has taken too long, remove the machine and the Node.
+/// One step of a drain: stop the node's bare instances; those of deployments are replaced by
+/// their deployments, surge first (see `deployment::plan`), so that a service whose replicas all
+/// sit here keeps serving. Once none is left, or the drain has taken too long, remove the
+/// machine and the Node.
 async fn drain(
     ctx: &Context,
     pool: &str,
@@ -404,7 +406,7 @@ async fn drain(
     if bound.is_empty() || overdue {
         return remove_node(ctx, pool, name, Some(provider)).await;
     }
-    for i in bound.iter().filter(|i| !i.spec.terminating) {
+    for i in bound.iter().filter(|i| !i.spec.terminating && i.spec.deployment.is_empty()) {
         let mut next = (**i).clone();
         next.spec.terminating = true;
         let key = ObjectKey::of(&**i);

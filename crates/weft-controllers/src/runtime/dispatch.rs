@@ -110,8 +110,15 @@ pub(crate) fn node(ctx: &Context, change: &Change<Node>) {
     let ready = |n: Option<&std::sync::Arc<Node>>| {
         n.is_some_and(|n| n.status.as_ref().is_some_and(|s| s.ready))
     };
-    if ready(change.old.as_ref()) != ready(change.new.as_ref()) || change.new.is_none() {
-        // Its instances may now be lost (or found again): their deployments decide.
+    let draining = |n: Option<&std::sync::Arc<Node>>| {
+        n.is_some_and(|n| crate::deployment::controller::is_draining(n))
+    };
+    if ready(change.old.as_ref()) != ready(change.new.as_ref())
+        || draining(change.old.as_ref()) != draining(change.new.as_ref())
+        || change.new.is_none()
+    {
+        // Its instances may now be lost (or found again), or must move: their deployments
+        // decide.
         for i in ctx.instances.by_index(BY_NODE, &name) {
             if !i.spec.deployment.is_empty() {
                 ctx.queues

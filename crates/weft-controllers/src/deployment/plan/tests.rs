@@ -508,3 +508,62 @@ fn status_says_why_a_rollout_is_stuck() {
     let a = s.conditions.iter().find(|c| c.kind == AVAILABLE).unwrap();
     assert_eq!((a.status.as_str(), a.reason.as_str()), ("False", "MinimumInstancesUnavailable"));
 }
+
+/// Puts every instance on node `n2`, which a node pool is draining.
+fn on_draining_node(w: &mut World) {
+    for i in w.instances.values_mut() {
+        i.spec.node = Some("n2".into());
+    }
+    w.nodes.insert("n2".into(), NodeState::Draining);
+}
+
+#[test]
+fn a_drained_nodes_only_replica_is_replaced_before_it_stops() {
+    let mut w = World::new(deployment(1, json!(1), json!(0), "v1"));
+    w.add("web-a", "v1", "ready", 0);
+    on_draining_node(&mut w);
+    assert_eq!(w.step(), ["create"], "surge first");
+    assert_eq!(w.step(), Vec::<String>::new(), "the old one serves until the new one is ready");
+    let new = w.instances.keys().find(|n| *n != "web-a").unwrap().clone();
+    set_state(w.instances.get_mut(&new).unwrap(), "running");
+    assert_eq!(w.step(), Vec::<String>::new(), "running is not ready");
+    set_state(w.instances.get_mut(&new).unwrap(), "ready");
+    assert_eq!(w.step(), ["terminate web-a NodeDrained"]);
+    w.instances.remove("web-a");
+    assert_eq!(w.step(), Vec::<String>::new());
+}
+
+#[test]
+fn a_drain_moves_every_replica_within_the_rollout_bounds() {
+    let mut w = World::new(deployment(3, json!(1), json!(0), "v1"));
+    for n in 0..3 {
+        w.add(&format!("web-{n}"), "v1", "ready", n);
+    }
+    on_draining_node(&mut w);
+    // `roll` checks replicas + surge and minAvailable after every step; ready ones land on n1.
+    let log = roll(&mut w, 1, 0);
+    assert_eq!(log.iter().filter(|l| l.ends_with("NodeDrained")).count(), 3, "{log:?}");
+    assert!(w.active().iter().all(|i| i.spec.node.as_deref() == Some("n1")), "{log:?}");
+}
+
+#[test]
+fn without_surge_a_drain_stops_first_as_the_strategy_says() {
+    let mut w = World::new(deployment(2, json!(0), json!(1), "v1"));
+    w.add("web-a", "v1", "ready", 0);
+    w.add("web-b", "v1", "ready", 1);
+    on_draining_node(&mut w);
+    let step = w.step();
+    assert_eq!(step.len(), 1, "{step:?}");
+    assert!(step[0].ends_with("NodeDrained"), "{step:?}");
+    let log = roll(&mut w, 0, 1);
+    assert!(w.active().iter().all(|i| i.spec.node.as_deref() == Some("n1")), "{log:?}");
+}
+
+#[test]
+fn a_draining_node_changes_nothing_for_instances_elsewhere() {
+    let mut w = World::new(deployment(2, json!(1), json!(0), "v1"));
+    w.add("web-a", "v1", "ready", 0);
+    w.add("web-b", "v1", "ready", 1);
+    w.nodes.insert("n2".into(), NodeState::Draining);
+    assert_eq!(w.step(), Vec::<String>::new());
+}
