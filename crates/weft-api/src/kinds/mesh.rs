@@ -61,7 +61,8 @@ pub struct AuthzRule {
     /// HTTP methods, upper case (`GET`). Never matches an opaque TCP connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
-    /// Path prefixes, each starting with `/`. Never matches an opaque TCP connection.
+    /// Path prefixes by segment, each starting with `/`: `/api` covers `/api` and `/api/...`,
+    /// not `/apikeys`. Never matches an opaque TCP connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
 }

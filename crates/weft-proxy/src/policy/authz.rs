@@ -14,6 +14,7 @@
 //! mTLS off) matches only rules without `from`. Opaque TCP connections are decided once at
 //! accept with no method or path: a rule with `methods` or `paths` never matches them.
 //!
+//! A rule's path is a prefix by segments: `/api` covers `/api` and `/api/...`, not `/apikeys`.
 //! Paths are compared after normalisation ([`normalize_path`]): the query dropped, `%`-escapes
 //! of unreserved characters decoded, `//` merged and `.`/`..` segments resolved, so `/admin`
 //! cannot be reached as `//admin`, `/./admin`, `/x/../admin` or `/%61dmin`. A path that cannot
@@ -100,11 +101,21 @@ impl Rule {
         }
         if !self.paths.is_empty() {
             let Some(p) = call.path else { return false };
-            if !self.paths.iter().any(|x| p.starts_with(x.as_str())) {
+            if !self.paths.iter().any(|x| path_matches(x, p)) {
                 return false;
             }
         }
         true
+    }
+}
+
+/// A rule's path covers itself and what continues it after a `/`: `/api` covers `/api` and
+/// `/api/items` but not `/apikeys` (as the gateway's `pathPrefix` does). A plain string prefix
+/// would let an allow on `/api` also allow `/apikeys`.
+fn path_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
     }
 }
 
@@ -568,6 +579,40 @@ mod tests {
         assert!(!t.decide(Some(&web), &Call::default()).allowed());
         let t = table(&[policy("web", "allow", "{ from: [ { service: web } ] }")], false);
         assert!(t.decide(Some(&web), &Call::default()).allowed());
+    }
+
+    #[test]
+    fn path_prefixes_match_whole_segments() {
+        for (prefix, path, want) in [
+            ("/api", "/api", true),
+            ("/api", "/api/items", true),
+            ("/api", "/apikeys", false),
+            ("/api", "/ap", false),
+            ("/api/", "/api/items", true),
+            ("/api/", "/api/", true),
+            ("/api/", "/api", false),
+            ("/", "/anything/at/all", true),
+            ("/admin", "/administrator", false),
+            ("/admin", "/admin/users", true),
+        ] {
+            assert_eq!(path_matches(prefix, path), want, "{prefix} vs {path}");
+        }
+        // An allow on /api no longer lets /apikeys through; a deny on /admin spares
+        // /administrator but still covers /admin itself.
+        let t = table(
+            &[
+                policy("api", "allow", "{ paths: [/api] }"),
+                policy("admin", "allow", "{ paths: [/administrator] }"),
+                policy("no-admin", "deny", "{ paths: [/admin] }"),
+            ],
+            false,
+        );
+        let web = id("shop", "web");
+        assert!(t.decide(Some(&web), &Call::http("GET", "/api")).allowed());
+        assert!(t.decide(Some(&web), &Call::http("GET", "/api/items?x=1")).allowed());
+        assert!(!t.decide(Some(&web), &Call::http("GET", "/apikeys")).allowed());
+        assert!(t.decide(Some(&web), &Call::http("GET", "/administrator")).allowed());
+        assert!(!t.decide(Some(&web), &Call::http("GET", "/admin")).allowed());
     }
 
     #[test]
