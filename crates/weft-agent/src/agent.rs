@@ -109,7 +109,11 @@ impl Agent {
         let mut delay = Duration::from_millis(200);
         let mut said = false;
         loop {
-            let attempt = node::register(&client, &info);
+            let attempt = async {
+                let file = root.join(format!("node-{}.token", info.name));
+                let own = node::credential(&client, &options.server, &file, &info.name).await?;
+                node::register(&own, &info).await.map(|()| own)
+            };
             tokio::select! {
                 _ = &mut shutdown => {
                     if options.stop_on_exit {
@@ -118,7 +122,7 @@ impl Agent {
                     return Ok(());
                 }
                 r = attempt => match r {
-                    Ok(()) => break Self::serve(options, client, info, cgroups, allocatable, listener, instances_dir, logs_dir, shutdown).await,
+                    Ok(own) => break Self::serve(options, own, info, cgroups, allocatable, listener, instances_dir, logs_dir, shutdown).await,
                     Err(e) if node::fatal(&e) => return Err(AgentError::Unauthorized(e.to_string())),
                     Err(e) => {
                         if !said {

@@ -1,11 +1,13 @@
 //! The Node object: registration, heartbeats, and the proxy token the agent mints for its
 //! sidecars.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use weft_api::kinds::node::{NodeSpec, NodeStatus};
 use weft_api::kinds::template::ResourceList;
 use weft_api::quantity::Quantity;
+use weft_api::wire::{Role, TokenRequest};
 use weft_api::{ErrorCode, Node, ObjectMeta};
 use weft_client::{Client, ClientError};
 
@@ -120,6 +122,69 @@ pub(crate) async fn mark_not_ready(client: &Client, info: &NodeInfo) {
     let _ =
         tokio::time::timeout(Duration::from_secs(2), client.put_status(&node_object(info, false)))
             .await;
+}
+
+/// The agent's own api token, bound to its node (the node restriction: it may write this
+/// Node and the Instances on it, nothing else). The token the agent was started with (a join
+/// token shared by every agent) is traded for it once; it is kept in `file` (0600) for the
+/// next start. A token that is already bound, or may not mint, is used as it is.
+pub(crate) async fn credential(
+    join: &Client,
+    server: &str,
+    file: &Path,
+    node: &str,
+) -> Result<Client, ClientError> {
+    if let Ok(text) = std::fs::read_to_string(file) {
+        let token = text.trim();
+        if !token.is_empty() {
+            let own = Client::new(server, Some(token.to_string()))?;
+            match own.get::<Node>(None, node).await {
+                Ok(_) => return Ok(own),
+                Err(e) if e.is_not_found() => return Ok(own),
+                // Revoked or expired: trade the join token again.
+                Err(e) if e.code() == Some(ErrorCode::Unauthorized) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let req = TokenRequest {
+        role: Role::Agent,
+        ttl: None,
+        description: format!("agent of node {node}"),
+        node: Some(node.to_string()),
+        instance: None,
+    };
+    match join.request_token(&req).await {
+        Ok(created) => {
+            write_secret(file, &created.token).map_err(|e| {
+                ClientError::Protocol(format!(
+                    "cannot keep the node's api token in {}: {e}",
+                    file.display()
+                ))
+            })?;
+            Client::new(server, Some(created.token))
+        }
+        Err(e) if e.code() == Some(ErrorCode::Forbidden) => Ok(join.clone()),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

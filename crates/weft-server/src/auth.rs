@@ -110,6 +110,8 @@ impl Caller {
             (Role::Agent, Read(_)) => true,
             (Role::Agent, WriteStatus(k) | Delete(k)) if is(k, &kinds::INSTANCE) => true,
             (Role::Agent, CreateToken(Role::Proxy)) => true,
+            // A join token trades itself for one bound to the agent's node; a bound one may not.
+            (Role::Agent, CreateToken(Role::Agent)) => self.node.is_none(),
             (_, CreateToken(_)) => false,
             (Role::Agent, Write(k) | WriteStatus(k) | Delete(k)) => is(k, &kinds::NODE),
             (Role::Proxy, Activate) => true,
@@ -121,6 +123,24 @@ impl Caller {
                     || is(k, &kinds::MESH_CONFIG)
             }
             _ => false,
+        }
+    }
+
+    /// An agent token bound to a node acts for that node only (the node restriction): it may
+    /// write its own Node, and the Instances bound to it. `node` is the node the object names
+    /// (a Node's name, an Instance's `spec.node`); `why` says what was refused. Other callers
+    /// pass.
+    pub fn require_node(
+        &self,
+        node: Option<&str>,
+        why: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        match (&self.role, &self.node) {
+            (Role::Agent, Some(bound)) if node != Some(bound.as_str()) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this agent token is bound to node {bound}; {}", why()),
+            )),
+            _ => Ok(()),
         }
     }
 

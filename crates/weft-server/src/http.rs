@@ -549,6 +549,7 @@ async fn put_one(
         WriteMode::Spec => Action::Write(kind),
         WriteMode::Status => Action::WriteStatus(kind),
     })?;
+    check_node_restriction(&app, &caller, kind, ns.as_deref(), &name).await?;
     let params = Params::parse(query, &["dryRun"])?;
     let dry_run = params.flag("dryRun")?;
     let text = read_body(&app, &headers, body).await?;
@@ -596,6 +597,35 @@ async fn put_status(
     put_one(app, caller, kind, namespace, name, WriteMode::Status, uri.query(), headers, body).await
 }
 
+/// A node-bound agent token writes its own Node and the Instances on it, nothing else.
+async fn check_node_restriction(
+    app: &AppState,
+    caller: &Caller,
+    kind: &KindInfo,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<()> {
+    if caller.role != Role::Agent || caller.node.is_none() {
+        return Ok(());
+    }
+    if kind == &kinds::NODE {
+        caller.require_node(Some(name), || format!("it may not write node {name}"))?;
+    } else if kind == &kinds::INSTANCE {
+        let bytes = objects::get(app, &kinds::INSTANCE, ns, name).await?;
+        let inst: weft_api::Instance = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::internal(format!("stored instance: {e}")))?;
+        let on = inst.spec.node.as_deref();
+        caller.require_node(on, || {
+            format!(
+                "instance {}/{name} runs on {}",
+                ns.unwrap_or(weft_api::DEFAULT_NAMESPACE),
+                on.map_or("no node yet".to_string(), |n| format!("node {n}"))
+            )
+        })?;
+    }
+    Ok(())
+}
+
 async fn delete_one(
     State(app): State<Arc<AppState>>,
     caller: Caller,
@@ -603,6 +633,7 @@ async fn delete_one(
     uri: axum::http::Uri,
 ) -> Result<Response> {
     caller.require(Action::Delete(kind))?;
+    check_node_restriction(&app, &caller, kind, ns.as_deref(), &name).await?;
     let params = Params::parse(uri.query(), &["resourceVersion"])?;
     let body = objects::delete(&app, kind, ns.as_deref(), &name, params.revision()?).await?;
     Ok(json_response(StatusCode::OK, body))
@@ -633,6 +664,12 @@ async fn apply(
         let mut value = doc.value;
         let kind = kinds::kind_of(&value).map_err(in_doc)?;
         caller.require(Action::Write(kind)).map_err(in_doc)?;
+        if kind == &kinds::NODE {
+            let name = value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            caller
+                .require_node(Some(&name), || format!("it may not write node {name}"))
+                .map_err(in_doc)?;
+        }
         if kind.namespaced
             && let Some(ns) = &default_ns
             && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
@@ -686,17 +723,51 @@ async fn create_token(
 /// an existing Instance on that node. An agent must give both: each sidecar's token then gets
 /// its own instance's certificate alone, and dies with the instance.
 async fn check_binding(app: &AppState, caller: &Caller, req: &TokenRequest) -> Result<()> {
-    if req.role != Role::Proxy && (req.node.is_some() || req.instance.is_some()) {
-        let field = if req.node.is_some() { "node" } else { "instance" };
-        return Err(ApiError::invalid(
-            field,
-            "only proxy tokens can be bound to a node or an instance",
-        )
-        .into());
+    match req.role {
+        Role::Proxy => {}
+        Role::Agent if req.instance.is_none() => {}
+        Role::Agent => {
+            return Err(ApiError::invalid(
+                "instance",
+                "an agent token binds to a node, not an instance",
+            )
+            .into());
+        }
+        _ if req.node.is_some() || req.instance.is_some() => {
+            let field = if req.node.is_some() { "node" } else { "instance" };
+            return Err(ApiError::invalid(
+                field,
+                "only proxy and agent tokens can be bound to a node, and only proxy tokens to an instance",
+            )
+            .into());
+        }
+        _ => {}
     }
     if let Some(node) = &req.node {
         weft_api::validate::dns_subdomain(node)
             .map_err(|e| ApiError::invalid("node", format!("{node:?}: {e}")))?;
+    }
+    // A node-bound agent mints only for its own node.
+    if let (Role::Agent, Some(bound), Some(node)) = (caller.role, &caller.node, &req.node)
+        && bound != node
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this agent token is bound to node {bound}; it may not mint tokens for node {node}"
+            ),
+        )
+        .into());
+    }
+    if req.role == Role::Agent {
+        if caller.role == Role::Agent && req.node.is_none() {
+            return Err(ApiError::invalid(
+                "node",
+                "an agent trades its join token for one bound to its node (node: <node name>)",
+            )
+            .into());
+        }
+        return Ok(());
     }
     match (&req.node, &req.instance) {
         (None, _) if caller.role == Role::Agent => {

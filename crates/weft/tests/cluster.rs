@@ -26,6 +26,14 @@ fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
             nodes["items"].as_array()?.iter().filter(|n| n["status"]["ready"] == true).count();
         (ready == 2).then_some(())
     });
+    // Each agent traded the join token for one bound to its node, kept in its data dir.
+    let tokens = s.cli(&["token", "list"]).ok().stdout.clone();
+    for n in ["n1", "n2"] {
+        assert!(tokens.contains(&format!("agent of node {n}")), "{tokens}");
+        let file = tmp.path().join(n).join(format!("agent/node-{n}.token"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
     assert_eq!(s.put_json(&deploy_path("web"), &demo_web(2)).status, 201);
     // Spread: one instance per node, each on its node's address.
     let placed = wait_for("an instance ready on each node", Duration::from_secs(60), || {
@@ -50,6 +58,8 @@ fn agents_join_over_the_network_and_a_stopped_agents_instances_move() {
     assert!(moved.iter().all(|(_, a)| a == "127.0.0.1"), "{moved:?}");
     eprintln!("n2 silent: its instance replaced on n1 after {:?}", stopped.elapsed());
     // Clean up what n2 left running: an agent on its data dir adopts it, and stops it on exit.
+    // The join token is revoked by now: the agent comes back on its own node's token.
+    s.cli(&["token", "revoke", &token]).ok();
     let mut again = AgentProcess::start(&s.url, &token, "n2", "127.0.0.2", &n2_dir, true);
     wait_for("n2 back", Duration::from_secs(30), || {
         let n = s.get("/api/v1/nodes/n2").json();

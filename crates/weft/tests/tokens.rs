@@ -313,7 +313,7 @@ fn a_node_bound_proxy_token_is_certified_for_its_own_nodes_instances_only() {
     let out = s.cli(&["token", "create", "--role", "viewer", "--node", "n1"]);
     assert_ne!(out.code, 0);
     assert!(
-        out.stderr.contains("only proxy tokens can be bound to a node or an instance"),
+        out.stderr.contains("only proxy and agent tokens can be bound to a node"),
         "{}",
         out.stderr
     );
@@ -456,4 +456,79 @@ fn ask_certificate(s: &Server, token: &str, body: &serde_json::Value) -> common:
         Some(token),
         Some(("application/json", body.to_string().as_bytes())),
     )
+}
+
+/// The node restriction: an agent trades its join token for one bound to its node, and that
+/// token writes its own Node and the Instances bound to it, nothing else; a node taken over
+/// cannot rewrite the rest of the cluster.
+#[test]
+fn a_node_bound_agent_token_writes_its_own_node_and_instances_only() {
+    use serde_json::json;
+
+    let s = Server::start();
+    let join = s.create_token("agent", None);
+    let call = |token: &str, method: &str, path: &str, body: Option<serde_json::Value>| {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        s.call(method, path, Some(token), bytes.as_deref().map(|b| ("application/json", b)))
+    };
+    let node =
+        |name: &str| json!({"apiVersion": "weft/v1", "kind": "Node", "metadata": {"name": name}});
+    // The trade: an agent token bound to n1.
+    let r = call(&join, "POST", "/api/v1/tokens", Some(json!({"role": "agent", "node": "n1"})));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let n1: serde_json::Value = r.json();
+    assert_eq!(n1["info"]["node"], "n1", "{n1}");
+    let n1 = n1["token"].as_str().unwrap().to_string();
+
+    // Its own node: yes. Another: no, by PUT, status or apply; nothing written.
+    assert_eq!(call(&n1, "PUT", "/api/v1/nodes/n1", Some(node("n1"))).status, 201);
+    s.put_json("/api/v1/nodes/n2", &node("n2"));
+    let m = call(&n1, "PUT", "/api/v1/nodes/n2", Some(node("n2"))).error(403, "Forbidden");
+    assert_eq!(m, "this agent token is bound to node n1; it may not write node n2");
+    let status = json!({"apiVersion": "weft/v1", "kind": "Node", "metadata": {"name": "n2"},
+                        "status": {"ready": false}});
+    call(&n1, "PUT", "/api/v1/nodes/n2/status", Some(status)).error(403, "Forbidden");
+    call(&n1, "DELETE", "/api/v1/nodes/n2", None).error(403, "Forbidden");
+    let r = s.call(
+        "POST",
+        "/api/v1/apply",
+        Some(&n1),
+        Some(("application/yaml", b"apiVersion: weft/v1\nkind: Node\nmetadata: {name: n3}\n")),
+    );
+    assert!(r.error(403, "Forbidden").contains("may not write node n3"));
+    assert!(s.object("/api/v1/nodes/n3").is_none(), "nothing written");
+
+    // Instances: those bound to n1 only.
+    put_instance(&s, "web-1", "n1");
+    put_instance(&s, "web-2", "n2");
+    let st = |name: &str| {
+        json!({"apiVersion": "weft/v1", "kind": "Instance", "metadata": {"name": name},
+               "status": {"phase": "Running", "ready": true}})
+    };
+    let path = |name: &str| format!("/api/v1/namespaces/default/instances/{name}");
+    let r = call(&n1, "PUT", &format!("{}/status", path("web-1")), Some(st("web-1")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = call(&n1, "PUT", &format!("{}/status", path("web-2")), Some(st("web-2")))
+        .error(403, "Forbidden");
+    assert_eq!(m, "this agent token is bound to node n1; instance default/web-2 runs on node n2");
+    call(&n1, "DELETE", &path("web-2"), None).error(403, "Forbidden");
+    assert!(s.object(&path("web-2")).is_some(), "web-2 untouched");
+
+    // Sidecar tokens for its own node's instances only; no more agent tokens.
+    let mint = |body: serde_json::Value| call(&n1, "POST", "/api/v1/tokens", Some(body));
+    assert_eq!(
+        mint(json!({"role": "proxy", "node": "n1", "instance": "default/web-1"})).status,
+        201
+    );
+    let m = mint(json!({"role": "proxy", "node": "n2", "instance": "default/web-2"}))
+        .error(403, "Forbidden");
+    assert_eq!(m, "this agent token is bound to node n1; it may not mint tokens for node n2");
+    mint(json!({"role": "agent", "node": "n1"})).error(403, "Forbidden");
+    // The join token may trade, but only for a node-bound token.
+    let m =
+        call(&join, "POST", "/api/v1/tokens", Some(json!({"role": "agent"}))).error(422, "Invalid");
+    assert!(m.contains("bound to its node"), "{m}");
+    call(&join, "POST", "/api/v1/tokens", Some(json!({"role": "admin", "node": "n1"})))
+        .error(403, "Forbidden");
+    assert_eq!(call(&n1, "DELETE", &path("web-1"), None).status, 200);
 }
