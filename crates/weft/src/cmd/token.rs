@@ -22,8 +22,9 @@ pub enum TokenCommand {
         ttl: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
-        /// Bind a proxy token to a node: it gets workload certificates only for the instances
-        /// on that node (agents bind the tokens they give their sidecars this way)
+        /// Bind a proxy token to a node (workload certificates only for that node's
+        /// instances), or an agent token (it writes only that Node and its instances; agents
+        /// trade a shared join token for such a token themselves)
         #[arg(long, value_name = "NODE")]
         node: Option<String>,
         /// Bind a node-bound proxy token to one instance on that node (NAMESPACE/NAME): its
