@@ -341,6 +341,18 @@ impl Auth {
             .collect()
     }
 
+    /// The store keys of the tokens bound to a Node alone (its agent's; node-wide proxy
+    /// tokens): deleting the Node deletes them in the same transaction. Sidecar tokens bound to
+    /// an instance go with their instances, which keeps this transaction small.
+    pub fn keys_bound_to_node(&self, node: &str) -> Vec<String> {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .values()
+            .filter(|r| r.node.as_deref() == Some(node) && r.instance.is_none())
+            .map(|r| keys::token(&r.id))
+            .collect()
+    }
+
     /// Forgets tokens just deleted by a transaction of this server (the watch would too, a
     /// moment later).
     pub fn forget(&self, token_keys: &[String]) {

@@ -286,8 +286,10 @@ pub async fn delete(
     };
     // An Instance takes its sidecar's token with it, in the same transaction: no credential
     // outlives the workload it was minted for.
-    let tokens = match (kind == &weft_api::kinds::INSTANCE, namespace) {
-        (true, Some(ns)) => app.auth.keys_bound_to(ns, name),
+    // So does a Node: its agent's and sidecars' node-bound tokens go with it.
+    let tokens = match (kind.kind, namespace) {
+        ("Instance", Some(ns)) => app.auth.keys_bound_to(ns, name),
+        ("Node", None) => app.auth.keys_bound_to_node(name),
         _ => Vec::new(),
     };
     let mut ops = vec![Op::Delete { key: key.clone(), precondition }];

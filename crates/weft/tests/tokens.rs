@@ -478,6 +478,7 @@ fn a_node_bound_agent_token_writes_its_own_node_and_instances_only() {
     assert_eq!(r.status, 201, "{}", r.text());
     let n1: serde_json::Value = r.json();
     assert_eq!(n1["info"]["node"], "n1", "{n1}");
+    let n1_id = n1["info"]["id"].as_str().unwrap().to_string();
     let n1 = n1["token"].as_str().unwrap().to_string();
 
     // Its own node: yes. Another: no, by PUT, status or apply; nothing written.
@@ -531,4 +532,11 @@ fn a_node_bound_agent_token_writes_its_own_node_and_instances_only() {
     call(&join, "POST", "/api/v1/tokens", Some(json!({"role": "admin", "node": "n1"})))
         .error(403, "Forbidden");
     assert_eq!(call(&n1, "DELETE", &path("web-1"), None).status, 200);
+
+    // Deleting a Node takes its agent's token with it: the node is out of the cluster.
+    let r = s.call("DELETE", "/api/v1/nodes/n1", Some(&s.token), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = call(&n1, "GET", "/api/v1/nodes", None).error(401, "Unauthorized");
+    assert!(m.contains("unknown or revoked"), "{m}");
+    assert!(!list_cli(&s).contains(&n1_id), "{}", list_cli(&s));
 }
