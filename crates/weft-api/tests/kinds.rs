@@ -107,6 +107,10 @@ fn every_rule_names_its_field() {
         "spec.replicas",
     );
     invalid(deployment(json!({"template": {"command": []}})), "spec.template.command");
+    invalid(
+        deployment(json!({"template": {"command": ["a"], "identity": "Not_A_Label"}})),
+        "spec.template.identity",
+    );
     invalid(deployment(json!({"template": {"command": ["  "]}})), "spec.template.command[0]");
     invalid(
         deployment(json!({"template": {"command": ["a"], "env": {"1BAD": "x"}}})),

@@ -153,7 +153,7 @@ async fn setup_mtls(config: &mut Config, service: Option<String>) -> anyhow::Res
     Ok(())
 }
 
-/// [`read_instance`] without mTLS; returns the instance's service (its deployment) if any.
+/// [`read_instance`] without mTLS; returns the service name of the instance's identity.
 async fn read_instance_only(config: &mut Config) -> anyhow::Result<Option<String>> {
     let Some(side) = config.sidecar.as_mut() else { return Ok(None) };
     let Source::Dynamic {
@@ -206,7 +206,7 @@ async fn read_instance_only(config: &mut Config) -> anyhow::Result<Option<String
             listen,
         });
     }
-    Ok((!inst.spec.deployment.is_empty()).then(|| inst.spec.deployment.clone()))
+    Ok(Some(inst.spec.identity_service(&inst.metadata.name).to_string()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,8 @@
 //! The root lives in the data dir (`ca.key` 0600, `ca.crt`; see [`weft_ca::Ca::load_or_create`])
 //! and is enabled with [`crate::Server::enable_ca`]. A request names an Instance (which must
 //! exist) or the gateway; the identity it may have is decided here, never by the CSR:
-//! `spiffe://<trust-domain>/ns/<namespace>/svc/<the instance's deployment, or its own name for
-//! a bare instance>`, and `spiffe://<trust-domain>/ns/weft-system/svc/gateway` for a gateway.
+//! `spiffe://<trust-domain>/ns/<namespace>/svc/<the template's identity, else the instance's
+//! deployment, else its own name for a bare instance>`, and `spiffe://<trust-domain>/ns/weft-system/svc/gateway` for a gateway.
 //! A CSR asking for anything else gets 403. Keys never reach the server: only CSRs do.
 
 use std::sync::Arc;
@@ -147,9 +147,7 @@ pub async fn create_certificate(
                 )
                 .into());
             }
-            let service =
-                if inst.spec.deployment.is_empty() { name.clone() } else { inst.spec.deployment };
-            SpiffeId::new(&svc.trust_domain, ns, &service)
+            SpiffeId::new(&svc.trust_domain, ns, inst.spec.identity_service(name))
         }
     };
     let issued =

@@ -40,6 +40,8 @@ struct Mesh {
     admin: String,
     web: String,
     cart: String,
+    /// `web-canary-0`, of deployment `web-canary` whose template says `identity: web`.
+    canary: String,
     procs: Vec<Proc>,
 }
 
@@ -47,16 +49,23 @@ impl Mesh {
     fn start() -> Mesh {
         let s = Server::start();
         let token = s.create_token("proxy", None);
-        for (name, dep) in [("catalog-0", "catalog"), ("web-0", "web"), ("cart-0", "cart")] {
-            let r = s.put_json(
-                &format!("/api/v1/namespaces/default/instances/{name}"),
-                &instance(name, dep),
-            );
+        let deps = [
+            ("catalog-0", "catalog"),
+            ("web-0", "web"),
+            ("cart-0", "cart"),
+            ("web-canary-0", "web-canary"),
+        ];
+        for (name, dep) in deps {
+            let mut inst = instance(name, dep);
+            if dep == "web-canary" {
+                inst["spec"]["template"]["identity"] = json!("web");
+            }
+            let r = s.put_json(&format!("/api/v1/namespaces/default/instances/{name}"), &inst);
             assert_eq!(r.status, 201, "{}", r.text());
         }
         let app = app();
-        let (inbound, admin, web, cart) =
-            (closed_port(), closed_port(), closed_port(), closed_port());
+        let (inbound, admin, web, cart, canary) =
+            (closed_port(), closed_port(), closed_port(), closed_port(), closed_port());
         let r = s.apply_json(&json!({
             "apiVersion": "weft/v1", "kind": "Service", "metadata": {"name": "catalog"},
             "spec": {"selector": {"deployment": "catalog"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
@@ -82,7 +91,7 @@ impl Mesh {
             format!("127.0.0.1:{admin}"),
         ]);
         let mut procs = vec![proxy(&dir, "catalog", &callee)];
-        for (inst, port) in [("web-0", web), ("cart-0", cart)] {
+        for (inst, port) in [("web-0", web), ("cart-0", cart), ("web-canary-0", canary)] {
             let mut args = base(inst);
             args.extend(["--outbound".into(), format!("127.0.0.1:{port}")]);
             procs.push(proxy(&dir, inst, &args));
@@ -93,10 +102,13 @@ impl Mesh {
             admin: format!("127.0.0.1:{admin}"),
             web: format!("127.0.0.1:{web}"),
             cart: format!("127.0.0.1:{cart}"),
+            canary: format!("127.0.0.1:{canary}"),
             procs,
         };
-        m.until("both callers reach catalog over mTLS", |m| {
-            m.call(&m.web, "GET", "/").0 == 200 && m.call(&m.cart, "GET", "/").0 == 200
+        m.until("every caller reaches catalog over mTLS", |m| {
+            m.call(&m.web, "GET", "/").0 == 200
+                && m.call(&m.cart, "GET", "/").0 == 200
+                && m.call(&m.canary, "GET", "/").0 == 200
         });
         m
     }
@@ -176,6 +188,10 @@ fn policies_allow_deny_match_methods_and_paths_and_reopen_live() {
     );
     assert_eq!(m.call(&m.web, "GET", "/api/items?page=2").0, 200);
     assert_eq!(m.call(&m.web, "HEAD", "/api/items").0, 200);
+    // The canary deployment carries web's identity (template.identity), so the policy for web
+    // lets it in too.
+    assert_eq!(m.call(&m.canary, "GET", "/api/items").0, 200);
+    assert_eq!(m.call(&m.canary, "POST", "/api/items").0, 403);
     let (status, body) = m.call(&m.web, "POST", "/api/items");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("POST /api/items"), "{body}");

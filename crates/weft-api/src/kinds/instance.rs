@@ -33,6 +33,16 @@ pub struct InstanceSpec {
 }
 
 impl InstanceSpec {
+    /// The service name of the instance's mTLS identity: the template's `identity`, else its
+    /// deployment's name, else (a bare instance) `name`.
+    pub fn identity_service<'a>(&'a self, name: &'a str) -> &'a str {
+        match (&self.template.identity, self.deployment.as_str()) {
+            (Some(id), _) => id,
+            (None, "") => name,
+            (None, d) => d,
+        }
+    }
+
     pub(crate) fn apply_defaults(&mut self) {
         self.template.resources.apply_defaults();
     }
@@ -137,4 +147,24 @@ pub struct ExitInfo {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_is_the_templates_else_the_deployments_else_the_instances_name() {
+        let spec = |deployment: &str, identity: Option<&str>| {
+            let mut s: InstanceSpec = serde_json::from_value(serde_json::json!({
+                "deployment": deployment, "template": {"command": ["web"]}
+            }))
+            .unwrap();
+            s.template.identity = identity.map(str::to_string);
+            s
+        };
+        assert_eq!(spec("api-v2", Some("api")).identity_service("api-v2-x"), "api");
+        assert_eq!(spec("api-v2", None).identity_service("api-v2-x"), "api-v2");
+        assert_eq!(spec("", None).identity_service("bare"), "bare");
+    }
 }

@@ -46,6 +46,13 @@ pub struct Template {
     /// How long the app has to exit after SIGTERM before it is killed.
     #[serde(default = "default_grace")]
     pub termination_grace_period: Duration,
+    /// The service name in this workload's mTLS identity
+    /// (`spiffe://<trust-domain>/ns/<namespace>/svc/<identity>`), which authorization policies
+    /// name in `from`. Defaults to the deployment's name. Give the deployments behind one
+    /// Service under other names (a canary `api-v2` beside `api`) that Service's name, so that
+    /// policies see them as one caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 fn default_grace() -> Duration {
@@ -125,6 +132,11 @@ impl Template {
                     format!("{} is already used by ports[{j}]", p.port),
                 );
             }
+        }
+        if let Some(id) = &self.identity
+            && let Err(e) = validate::dns_label(id)
+        {
+            v.error(format!("{path}.identity"), e);
         }
         self.resources.validate(v, &format!("{path}.resources"));
         for (probe, name) in [(&self.readiness, "readiness"), (&self.liveness, "liveness")] {
