@@ -258,16 +258,20 @@ fn requests_through_the_demo_make_one_trace_and_json_access_logs() {
     assert_eq!(status, 200);
     assert!(config.contains("\"ingress\""), "{config}");
 
-    // Sidecars' access log lines are in the instances' sidecar logs.
-    let frontend = up
+    // Sidecars' access log lines are in the instances' sidecar logs. The balancer decides which
+    // frontend got the requests above, so look at each of them.
+    let frontends: Vec<String> = up
         .items("inst")
         .into_iter()
         .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
-        .find(|n| n.starts_with("frontend-"))
-        .expect("a frontend instance");
+        .filter(|n| n.starts_with("frontend-"))
+        .collect();
+    assert!(!frontends.is_empty(), "no frontend instance");
     let out = wait_for("sidecar access log lines", Duration::from_secs(20), || {
-        let out = up.cli(&["logs", &frontend, "--sidecar", "--tail", "200"]);
-        out.stdout.contains("\"direction\":\"inbound\"").then_some(out.stdout)
+        frontends.iter().find_map(|f| {
+            let out = up.cli(&["logs", f, "--sidecar", "--tail", "200"]);
+            out.stdout.contains("\"direction\":\"inbound\"").then_some(out.stdout)
+        })
     });
     let json: Vec<Value> = out
         .lines()
