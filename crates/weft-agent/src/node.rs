@@ -1,5 +1,4 @@
-//! The Node object: registration, heartbeats, and the proxy token the agent mints for its
-//! sidecars.
+//! The Node object: registration, heartbeats, and the agent's own node-bound api token.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

@@ -61,7 +61,8 @@ impl TokenRecord {
     }
 }
 
-/// What a proxy token is bound to (nothing, a node, or an instance on a node).
+/// What a token is bound to: nothing, a node (proxy and agent tokens), or an instance on a
+/// node (proxy tokens).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Binding<'a> {
     pub node: Option<&'a str>,
@@ -74,7 +75,8 @@ pub struct Binding<'a> {
 pub struct Caller {
     pub role: Role,
     pub token_id: String,
-    /// The node a proxy token is bound to: its certificates are for that node's instances.
+    /// The node a proxy or agent token is bound to: a proxy's certificates are for that node's
+    /// instances; an agent writes that node's objects only.
     pub node: Option<String>,
     /// The Instance (`namespace/name`) a sidecar's token is bound to: its one certificate.
     pub instance: Option<String>,
@@ -333,24 +335,19 @@ impl Auth {
     /// in the same transaction.
     pub fn keys_bound_to(&self, namespace: &str, name: &str) -> Vec<String> {
         let want = format!("{namespace}/{name}");
-        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        tokens
-            .values()
-            .filter(|r| r.instance.as_deref() == Some(want.as_str()))
-            .map(|r| keys::token(&r.id))
-            .collect()
+        self.keys_where(|r| r.instance.as_deref() == Some(want.as_str()))
     }
 
     /// The store keys of the tokens bound to a Node alone (its agent's; node-wide proxy
     /// tokens): deleting the Node deletes them in the same transaction. Sidecar tokens bound to
     /// an instance go with their instances, which keeps this transaction small.
     pub fn keys_bound_to_node(&self, node: &str) -> Vec<String> {
+        self.keys_where(|r| r.node.as_deref() == Some(node) && r.instance.is_none())
+    }
+
+    fn keys_where(&self, bound: impl Fn(&TokenRecord) -> bool) -> Vec<String> {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        tokens
-            .values()
-            .filter(|r| r.node.as_deref() == Some(node) && r.instance.is_none())
-            .map(|r| keys::token(&r.id))
-            .collect()
+        tokens.values().filter(|r| bound(r)).map(|r| keys::token(&r.id)).collect()
     }
 
     /// Forgets tokens just deleted by a transaction of this server (the watch would too, a
