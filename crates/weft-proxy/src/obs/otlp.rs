@@ -435,25 +435,27 @@ mod tests {
         backoff: Duration::from_millis(100),
     };
 
-    fn no_stop() -> Arc<Notify> {
-        Arc::new(Notify::new())
+    /// The exporter task on a fake sink, with its queue, sink, metrics and stop.
+    struct Started {
+        tx: mpsc::Sender<Arc<Record>>,
+        sink: FakeSink,
+        metrics: ObsMetrics,
+        stop: Arc<Notify>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start() -> Started {
+        let (tx, rx) = mpsc::channel(16);
+        let (sink, metrics, stop) = (FakeSink::default(), ObsMetrics::default(), Arc::default());
+        let enc = Encoder::new(&resource());
+        let task = tokio::spawn(run(rx, sink.clone(), enc, B, metrics.clone(), Arc::clone(&stop)));
+        Started { tx, sink, metrics, stop, task }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stop_sends_what_is_queued_at_once_and_ends() {
-        let (tx, rx) = mpsc::channel(16);
-        let sink = FakeSink::default();
-        let metrics = ObsMetrics::default();
-        let stop = no_stop();
+        let Started { tx, sink, metrics, stop, task } = start();
         let t0 = Instant::now();
-        let task = tokio::spawn(run(
-            rx,
-            sink.clone(),
-            Encoder::new(&resource()),
-            B,
-            metrics.clone(),
-            stop.clone(),
-        ));
         // Two wait for the interval (a batch is three); five more come after the stop.
         tx.send(record(0, true)).await.unwrap();
         tx.send(record(1, true)).await.unwrap();
@@ -472,28 +474,15 @@ mod tests {
         drop(tx);
 
         // A stop with nothing queued ends it at once too.
-        let (_tx, rx) = mpsc::channel(16);
-        let stop = no_stop();
-        stop.notify_one();
-        let task =
-            tokio::spawn(run(rx, FakeSink::default(), Encoder::new(&resource()), B, metrics, stop));
-        tokio::time::timeout(Duration::from_millis(1), task).await.unwrap().unwrap();
+        let idle = start();
+        idle.stop.notify_one();
+        tokio::time::timeout(Duration::from_millis(1), idle.task).await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn batches_by_size_and_by_time() {
-        let (tx, rx) = mpsc::channel(16);
-        let sink = FakeSink::default();
-        let metrics = ObsMetrics::default();
+        let Started { tx, sink, metrics, task, .. } = start();
         let t0 = Instant::now();
-        let task = tokio::spawn(run(
-            rx,
-            sink.clone(),
-            Encoder::new(&resource()),
-            B,
-            metrics.clone(),
-            no_stop(),
-        ));
         for i in 0..4 {
             tx.send(record(i, true)).await.unwrap();
         }
@@ -511,20 +500,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_a_little_then_drops_and_counts() {
-        let (tx, rx) = mpsc::channel(16);
-        let sink = FakeSink::default();
+        let Started { tx, sink, metrics, task, .. } = start();
         // Three transient failures: the first attempt and both retries fail.
         *sink.fail.lock().unwrap() = vec![SinkError::Transient("down".into()); 3];
-        let metrics = ObsMetrics::default();
         let t0 = Instant::now();
-        let task = tokio::spawn(run(
-            rx,
-            sink.clone(),
-            Encoder::new(&resource()),
-            B,
-            metrics.clone(),
-            no_stop(),
-        ));
         for i in 0..3 {
             tx.send(record(i, false)).await.unwrap();
         }
